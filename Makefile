@@ -1,0 +1,59 @@
+# The two commands in the README: `make demo` and `make test`. Both set up everything first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export CELERIAC_CACHE ?= $(HOME)/.cache/celeriac
+
+.PHONY: setup system-deps venv control-plane lint typecheck test test-unit test-integration test-cluster demo bench crds
+
+setup: system-deps venv control-plane
+
+# redis-server and etcd-server come from Debian; the rest of the control plane is built from Go modules.
+system-deps:
+	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v etcd >/dev/null || need="$$need etcd-server"; \
+	command -v kubectl >/dev/null || need="$$need kubernetes-client"; \
+	if [ -n "$$need" ]; then \
+	  echo ">> apt-get install$$need"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need) >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml worker-image/pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]' -e ./worker-image
+	touch $@
+
+venv: $(VENV)/.installed
+
+control-plane:
+	@bash hack/build-control-plane.sh >/dev/null
+
+crds: venv
+	$(PY) -m celeriac crd --write
+
+lint: venv
+	$(VENV)/bin/ruff check operator worker-image tests bench
+	$(VENV)/bin/ruff format --check operator worker-image tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test-unit: venv
+	$(VENV)/bin/pytest tests/unit -q
+
+test-integration: setup
+	$(VENV)/bin/pytest tests/integration -q
+
+test-cluster: setup
+	$(VENV)/bin/pytest tests/cluster -q
+
+# Every tier; a tier that cannot run fails the run (no silent skips).
+test: setup lint typecheck
+	$(VENV)/bin/pytest tests/unit tests/integration tests/cluster -q -p no:cacheprovider
+
+demo: setup
+	$(PY) -m celeriac demo
+
+bench: venv
+	$(PY) bench/run_all.py

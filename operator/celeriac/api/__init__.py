@@ -1,0 +1,1 @@
+"""The CeleryWorkerPool API: models, CRD generation and defaults."""

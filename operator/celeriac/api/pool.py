@@ -1,0 +1,322 @@
+"""The CeleryWorkerPool spec and status: the single source of truth for the CRD.
+
+`crds/` is generated from these models (`celeriac crd`), and a unit test fails when
+the checked-in CRD drifts from them. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "celeriac.dev"
+VERSION = "v1alpha1"
+KIND = "CeleryWorkerPool"
+PLURAL = "celeryworkerpools"
+SINGULAR = "celeryworkerpool"
+SHORT_NAMES = ["cwp"]
+
+# Celery queue names become Redis keys and pidbox routing keys: keep them printable
+# and free of the transport's priority separator (\x06\x16).
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
+CEL = "x-kubernetes-validations"
+
+
+class Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class SecretKeyRef(Model):
+    name: Annotated[str, Field(min_length=1, max_length=253, description="Secret name, same namespace as the pool.")]
+    key: Annotated[str, Field(min_length=1, max_length=253, description="Key inside the Secret.")] = "url"
+
+
+class BrokerTransport(Model):
+    """Mirrors kombu's Redis transport options that change which keys hold a queue."""
+
+    global_keyprefix: Annotated[
+        str, Field(max_length=200, description="kombu `global_keyprefix`, prepended to every key.")
+    ] = ""
+    priority_steps: Annotated[
+        list[Annotated[int, Field(ge=0, le=255)]],
+        Field(min_length=1, max_length=256, description="kombu `priority_steps`; step 0 is the plain list."),
+    ] = Field(default_factory=lambda: [0, 3, 6, 9])
+    sep: Annotated[
+        str, Field(min_length=1, max_length=8, description="kombu priority separator (`sep`).")
+    ] = "\x06\x16"
+    visibility_timeout_seconds: Annotated[
+        int, Field(ge=1, le=604800, description="kombu `visibility_timeout`; must exceed the longest task.")
+    ] = 3600
+
+
+class Broker(Model):
+    url_secret_ref: Annotated[
+        SecretKeyRef,
+        Field(description="Secret key holding the broker URL (redis://, rediss://, sentinel://)."),
+    ]
+    transport: BrokerTransport = Field(default_factory=BrokerTransport)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class WorkerPoolKind(StrEnum):
+    # `threads` is absent on purpose: it has no grow() and --autoscale crashes it (celery#5333).
+    PREFORK = "prefork"
+    GEVENT = "gevent"
+    EVENTLET = "eventlet"
+
+
+class Concurrency(Model):
+    """Bounds of each pod's in-process `--autoscale=max,min` range."""
+
+    min: Annotated[int, Field(ge=0, le=1024, description="Fewest processes per pod.")] = 1
+    max: Annotated[int, Field(ge=1, le=1024, description="Most processes per pod.")] = 4
+
+
+class WorkerSettings(Model):
+    concurrency: Concurrency = Field(default_factory=Concurrency)
+    prefetch_multiplier: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1024,
+            description="`--prefetch-multiplier`; above 1, workers hoard tasks the backlog cannot see.",
+        ),
+    ] = 1
+    max_tasks_per_child: Annotated[int | None, Field(ge=1, le=10_000_000)] = None
+    max_memory_per_child_kib: Annotated[int | None, Field(ge=1024, le=1 << 30)] = None
+    log_level: LogLevel = LogLevel.INFO
+    pool: WorkerPoolKind = WorkerPoolKind.PREFORK
+    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+
+
+class EnvVar(Model):
+    name: Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=256)]
+    value: Annotated[str | None, Field(max_length=32768)] = None
+    value_from: Annotated[
+        dict[str, Any] | None,
+        Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
+    ] = None
+
+
+class ResourceList(Model):
+    cpu: Annotated[str | None, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$", max_length=32)] = None
+    memory: Annotated[
+        str | None, Field(pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|m)?$", max_length=32)
+    ] = None
+
+
+class Resources(Model):
+    requests: ResourceList = Field(default_factory=ResourceList)
+    limits: ResourceList = Field(default_factory=ResourceList)
+
+
+class WorkerTemplate(Model):
+    image: Annotated[str, Field(min_length=1, max_length=1024, description="Worker container image.")]
+    app: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=512,
+            pattern=r"^[A-Za-z_][A-Za-z0-9_.:]*$",
+            description="Celery app module, as passed to `celery -A`.",
+        ),
+    ]
+    command: Annotated[
+        list[Annotated[str, Field(max_length=1024)]] | None,
+        Field(max_length=64, description="Replaces the container command; the celery args follow."),
+    ] = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: Resources = Field(default_factory=Resources)
+    env: Annotated[list[EnvVar], Field(max_length=256)] = Field(default_factory=list)
+    node_selector: Annotated[dict[str, str], Field(max_length=64)] = Field(default_factory=dict)
+    tolerations: Annotated[
+        list[dict[str, Any]],
+        Field(max_length=64, json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}}),
+    ] = Field(default_factory=list)
+    service_account_name: Annotated[str | None, Field(max_length=253)] = None
+    pod_template: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="A PodTemplateSpec merged over the rendered one (strategic: containers by name).",
+            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        ),
+    ] = None
+
+
+class HPAScalingPolicy(Model):
+    """Same shape and meaning as the HPA's `behavior.*.policies[]`."""
+
+    type: Literal["Pods", "Percent"]
+    value: Annotated[int, Field(ge=1, le=100_000)]
+    period_seconds: Annotated[int, Field(ge=1, le=1800)]
+
+
+class ScalingRules(Model):
+    stabilization_window_seconds: Annotated[int, Field(ge=0, le=3600)]
+    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+    policies: Annotated[list[HPAScalingPolicy], Field(max_length=10)] = Field(default_factory=list)
+
+
+def _default_scale_up() -> ScalingRules:
+    # Burst-friendly: like the HPA's default, at least double or +4 pods every 15 s.
+    return ScalingRules(
+        stabilization_window_seconds=0,
+        policies=[
+            HPAScalingPolicy(type="Percent", value=100, period_seconds=15),
+            HPAScalingPolicy(type="Pods", value=4, period_seconds=15),
+        ],
+    )
+
+
+def _default_scale_down() -> ScalingRules:
+    # Release slowly: hold the highest recommendation for 2 min, then shed at most half per minute.
+    return ScalingRules(
+        stabilization_window_seconds=120,
+        policies=[HPAScalingPolicy(type="Percent", value=50, period_seconds=60)],
+    )
+
+
+class Behavior(Model):
+    scale_up: ScalingRules = Field(default_factory=_default_scale_up)
+    scale_down: ScalingRules = Field(default_factory=_default_scale_down)
+
+
+class Scaling(Model):
+    min_replicas: Annotated[int, Field(ge=0, le=10_000, description="0 enables scale to zero.")] = 1
+    max_replicas: Annotated[int, Field(ge=1, le=10_000)] = 10
+    paused: Annotated[bool, Field(description="Leave replicas and ranges as they are.")] = False
+    target_queue_wait_seconds: Annotated[
+        float, Field(gt=0, le=86400, description="Latency target: how long a task may wait.")
+    ] = 30.0
+    target_cpu_utilization_percent: Annotated[
+        int, Field(ge=1, le=100, description="Above this a pod gets no more processes; more pods instead.")
+    ] = 80
+    activation_backlog: Annotated[
+        int, Field(ge=0, le=1_000_000, description="Tasks that wake a pool from zero.")
+    ] = 0
+    idle_seconds_before_zero: Annotated[
+        int, Field(ge=0, le=86400, description="Idle time before the last pod goes (minReplicas 0).")
+    ] = 300
+    polling_interval_seconds: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
+    stale_after_seconds: Annotated[
+        float, Field(ge=1, le=3600, description="Signals older than this hold replicas.")
+    ] = 30.0
+    panic_threshold: Annotated[
+        float, Field(ge=1.1, le=100, description="Demand/capacity ratio that enters panic mode.")
+    ] = 2.0
+    panic_window_seconds: Annotated[int, Field(ge=1, le=600)] = 6
+    drain_deadline_seconds: Annotated[
+        int,
+        Field(ge=0, le=86400, description="Longest wait for busy pods before scale-in removes them."),
+    ] = 3600
+    behavior: Behavior = Field(default_factory=Behavior)
+
+
+class CeleryWorkerPoolSpec(Model):
+    replicas: Annotated[
+        int | None,
+        Field(ge=0, le=10_000, description="Set by `kubectl scale`: a manual jump the autoscaler continues from."),
+    ] = None
+    queues: Annotated[
+        list[Annotated[str, Field(pattern=QUEUE_NAME_PATTERN)]],
+        Field(min_length=1, max_length=32, description="Queues the workers consume (-Q)."),
+    ]
+    template: WorkerTemplate
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    broker: Broker
+    scaling: Scaling = Field(default_factory=Scaling)
+    termination_grace_period_seconds: Annotated[
+        int, Field(ge=1, le=86400, description="Upper bound for warm shutdown of a worker pod.")
+    ] = 300
+
+
+# CEL rules for cross-field constraints, attached to the object that holds both fields.
+CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "Scaling": [
+        {
+            "rule": "self.minReplicas <= self.maxReplicas",
+            "message": "scaling.minReplicas must be <= scaling.maxReplicas",
+        },
+    ],
+    "Concurrency": [
+        {"rule": "self.min <= self.max", "message": "worker.concurrency.min must be <= worker.concurrency.max"},
+    ],
+    "CeleryWorkerPoolSpec": [
+        {
+            "rule": "self.queues.all(q, self.queues.exists_one(p, p == q))",
+            "message": "queues must not repeat",
+        },
+        {
+            "rule": "!has(self.replicas) || self.replicas <= self.scaling.maxReplicas",
+            "message": "replicas must be <= scaling.maxReplicas",
+        },
+    ],
+}
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class QueueStatus(Model):
+    name: str
+    waiting: int | None = None
+    reserved: int | None = None
+    oldest_age_seconds: float | None = None
+
+
+class PodRange(Model):
+    min: int
+    max: int
+
+    def __str__(self) -> str:
+        return f"{self.min}-{self.max}"
+
+
+class CeleryWorkerPoolStatus(Model):
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    desired_replicas: int | None = None
+    selector: str | None = None
+    backlog: int | None = None
+    queues: list[QueueStatus] = Field(default_factory=list)
+    cpu_percent: int | None = None
+    pod_range: str | None = None
+    desired_range: PodRange | None = None
+    last_scale_time: str | None = None
+    reason: str | None = None
+    applied_spec_replicas: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)

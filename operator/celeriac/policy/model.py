@@ -1,0 +1,75 @@
+"""The policy's contract: signals and state in, desired state out.
+
+`decide(PolicyInput) -> Decision` is pure: no I/O, no clock reads (time is `now`).
+The operator and the simulator call the very same function.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from celeriac.api.pool import Concurrency, Scaling
+from celeriac.signals.model import PoolSignals
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Recommendation(Frozen):
+    t: float
+    replicas: int
+
+
+class ScaleEvent(Frozen):
+    t: float
+    from_replicas: int
+    to_replicas: int
+
+
+class PolicyMemory(Frozen):
+    """What the policy needs to remember between ticks; persisted in the pool's status."""
+
+    recommendations: list[Recommendation] = Field(default_factory=list)
+    scale_events: list[ScaleEvent] = Field(default_factory=list)
+    last_busy_at: float | None = Field(default=None, description="Last time there was any work.")
+    panic_until: float | None = None
+    # Smoothed measurements the policy derives from successive signals.
+    arrival_rate_per_s: float | None = None
+    service_s: float | None = None
+    last_completed_total: int | None = None
+    last_backlog: int | None = None
+    last_t: float | None = None
+
+
+class PolicyInput(Frozen):
+    now: float
+    scaling: Scaling
+    concurrency: Concurrency
+    signals: PoolSignals
+    current_replicas: int = Field(ge=0, description="The Deployment's spec.replicas now.")
+    ready_replicas: int = Field(ge=0)
+    memory: PolicyMemory = Field(default_factory=PolicyMemory)
+
+
+class Mode(StrEnum):
+    NORMAL = "Normal"
+    PANIC = "Panic"
+    HOLD = "Hold"  # signals missing or stale
+    PAUSED = "Paused"
+    IDLE = "Idle"
+
+
+class Decision(Frozen):
+    desired_replicas: int = Field(ge=0)
+    range_min: int = Field(ge=0, description="Per-pod --autoscale min.")
+    range_max: int = Field(ge=0, description="Per-pod --autoscale max.")
+    mode: Mode
+    reason: str = Field(description="One line a user reads in `kubectl get cwp`.")
+    limited_by: str | None = Field(
+        default=None, description="minReplicas, maxReplicas, a rate limit or stabilization, if any."
+    )
+    unclamped_replicas: int | None = None
+    memory: PolicyMemory

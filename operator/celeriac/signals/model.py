@@ -1,0 +1,89 @@
+"""What the operator observes about a pool, each reading with its age.
+
+A missing reading is `None` and carries an `error`; it is never reported as zero,
+so the policy can hold replicas through a broker outage instead of scaling in.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The worker image publishes one JSON document per worker into this Redis hash
+# (field = Celery hostname), prefixed by the transport's global_keyprefix:
+#   HSET {prefix}celeriac.workers.{namespace}/{pool} celery@pod-1 '{"hostname": ..., "ts": ...}'
+WORKER_LOAD_KEY = "celeriac.workers.{pool_id}"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class QueueBacklog(Frozen):
+    queue: str
+    waiting: int = Field(ge=0, description="Messages in the list and its priority sub-lists.")
+    waiting_by_priority: dict[int, int] = Field(default_factory=dict)
+    reserved: int = Field(ge=0, description="Delivered, not acked: prefetched, or running under acks_late.")
+    oldest_age_s: float | None = Field(
+        default=None, description="Age of the oldest waiting task that is due now (ETA tasks skipped)."
+    )
+
+    @property
+    def total(self) -> int:
+        return self.waiting + self.reserved
+
+
+class WorkerLoad(Frozen):
+    """One Celery worker (one pod) as it reports itself."""
+
+    hostname: str
+    pod: str | None = None
+    running: int = Field(ge=0, description="Tasks executing now.")
+    reserved: int = Field(default=0, ge=0, description="Tasks received and not finished (running included).")
+    pool_size: int = Field(ge=0, description="Live pool processes.")
+    range_min: int = Field(ge=0)
+    range_max: int = Field(ge=0)
+    cpu_percent: float | None = Field(default=None, ge=0, description="Pod CPU, 100 = one core.")
+    cpu_limit_cores: float | None = None
+    processed_total: int = Field(default=0, ge=0)
+    mean_task_seconds: float | None = Field(default=None, ge=0)
+    ts: float = Field(description="Unix time the worker published this.")
+
+
+class PodCPU(Frozen):
+    pod: str
+    cpu_millicores: float = Field(ge=0)
+    window_s: float | None = None
+    ts: float
+
+
+class PoolSignals(Frozen):
+    """Everything gathered for one pool on one tick."""
+
+    observed_at: float = Field(description="Unix time the readings were taken.")
+    queues: list[QueueBacklog] | None = Field(
+        default=None, description="None when the broker could not be read."
+    )
+    backlog_error: str | None = None
+    workers: list[WorkerLoad] | None = None
+    workers_error: str | None = None
+    pod_cpu: list[PodCPU] | None = None
+    pod_cpu_error: str | None = None
+
+    @property
+    def backlog(self) -> int | None:
+        if self.queues is None:
+            return None
+        return sum(q.total for q in self.queues)
+
+    @property
+    def waiting(self) -> int | None:
+        if self.queues is None:
+            return None
+        return sum(q.waiting for q in self.queues)
+
+    @property
+    def oldest_age_s(self) -> float | None:
+        if not self.queues:
+            return None
+        ages = [q.oldest_age_s for q in self.queues if q.oldest_age_s is not None]
+        return max(ages) if ages else None

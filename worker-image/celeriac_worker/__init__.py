@@ -1,0 +1,1 @@
+"""Reference Celery worker for celeriac."""
