@@ -23,9 +23,23 @@ export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # directives that only work inside its own repo, so `go install` fails.
 # A wrapper module re-points each one at its published v0.<minor>.<patch>.
 minor_patch="${K8S_VERSION#v1.}"
-staging_version="v0.$minor_patch"
 wrap="$CACHE/build/k8s-$K8S_VERSION"
 mkdir -p "$wrap"
+# The module proxy lacks a few staging releases (k8s.io/endpointslice v0.32.13 answers
+# 403). Fall back to the nearest earlier patch of the same minor; staging modules
+# change little between patches.
+staging_release() {
+  local m="$1" patch="${minor_patch#*.}" minor="${minor_patch%%.*}"
+  while [ "$patch" -ge 0 ]; do
+    if go mod download "$m@v0.$minor.$patch" >/dev/null 2>&1; then
+      echo "v0.$minor.$patch"
+      return 0
+    fi
+    patch=$((patch - 1))
+  done
+  echo "no release of $m for v0.$minor.x on the module proxy" >&2
+  return 1
+}
 gomod_file=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 {
   echo "module celeriac.local/controlplane"
@@ -35,7 +49,7 @@ gomod_file=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/
   echo "require k8s.io/kubernetes $K8S_VERSION"
   echo
   grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0$' "$gomod_file" | awk '{print $1}' | sort -u |
-    while read -r m; do echo "replace $m => $m $staging_version"; done
+    while read -r m; do echo "replace $m => $m $(staging_release "$m")"; done
 } > "$wrap/go.mod"
 cat > "$wrap/tools.go" <<'GO'
 package controlplane
