@@ -23,7 +23,11 @@ def test_crd_schema_is_structural() -> None:
         if isinstance(node, dict):
             for banned in ("$ref", "anyOf", "oneOf", "$defs", "title", "const"):
                 assert banned not in node, f"{banned} at {where}"
-            if "properties" in node or "items" in node or "x-kubernetes-preserve-unknown-fields" in node:
+            if (
+                "properties" in node
+                or "items" in node
+                or "x-kubernetes-preserve-unknown-fields" in node
+            ):
                 assert "type" in node, f"untyped node at {where}"
             for key, value in node.items():
                 walk(value, f"{where}.{key}")
@@ -36,7 +40,9 @@ def test_crd_schema_is_structural() -> None:
 
 def test_crd_defaults_equal_the_model_defaults() -> None:
     """What the apiserver fills in is what the operator assumes when a field is absent."""
-    spec_schema = crd.render_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema = crd.render_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"
+    ]["spec"]
     scaling = spec_schema["properties"]["scaling"]["properties"]
     defaults = pool.Scaling()
     assert scaling["minReplicas"]["default"] == defaults.min_replicas
@@ -44,7 +50,9 @@ def test_crd_defaults_equal_the_model_defaults() -> None:
     assert scaling["targetQueueWaitSeconds"]["default"] == defaults.target_queue_wait_seconds
     scale_down = scaling["behavior"]["properties"]["scaleDown"]["default"]
     assert scale_down == defaults.behavior.scale_down.model_dump(by_alias=True, mode="json")
-    steps = spec_schema["properties"]["broker"]["properties"]["transport"]["properties"]["prioritySteps"]
+    steps = spec_schema["properties"]["broker"]["properties"]["transport"]["properties"][
+        "prioritySteps"
+    ]
     assert steps["default"] == [0, 3, 6, 9]
 
 

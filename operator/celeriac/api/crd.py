@@ -28,8 +28,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Backlog", "type": "integer", "jsonPath": ".status.backlog"},
     {"name": "CPU%", "type": "integer", "jsonPath": ".status.cpuPercent"},
-    {"name": "Range", "type": "string", "jsonPath": ".status.podRange",
-     "description": "Per-pod --autoscale min-max the operator applies"},
+    {
+        "name": "Range",
+        "type": "string",
+        "jsonPath": ".status.podRange",
+        "description": "Per-pod --autoscale min-max the operator applies",
+    },
     {"name": "Reason", "type": "string", "jsonPath": ".status.reason"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -98,6 +102,12 @@ def _structural(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     node = {k: _structural(v) for k, v in node.items()}
+    # JSON Schema 2020 spells exclusive bounds as numbers; OpenAPI v3.0 as booleans.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        value = node.get(flag)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            node[bound] = value
+            node[flag] = True
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if "enum" in node and "type" not in node:
@@ -229,5 +239,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("crd", help="print or write the CeleryWorkerPool CRD")
-    parser.add_argument("--write", action="store_true", help=f"write {CRD_FILE} and {CHART_CRD_FILE}")
+    parser.add_argument(
+        "--write", action="store_true", help=f"write {CRD_FILE} and {CHART_CRD_FILE}"
+    )
     parser.set_defaults(func=_run)

@@ -37,8 +37,13 @@ class Model(BaseModel):
 
 
 class SecretKeyRef(Model):
-    name: Annotated[str, Field(min_length=1, max_length=253, description="Secret name, same namespace as the pool.")]
-    key: Annotated[str, Field(min_length=1, max_length=253, description="Key inside the Secret.")] = "url"
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=253, description="Secret name, same namespace as the pool."),
+    ]
+    key: Annotated[
+        str, Field(min_length=1, max_length=253, description="Key inside the Secret.")
+    ] = "url"
 
 
 class BrokerTransport(Model):
@@ -49,13 +54,20 @@ class BrokerTransport(Model):
     ] = ""
     priority_steps: Annotated[
         list[Annotated[int, Field(ge=0, le=255)]],
-        Field(min_length=1, max_length=256, description="kombu `priority_steps`; step 0 is the plain list."),
+        Field(
+            min_length=1,
+            max_length=256,
+            description="kombu `priority_steps`; step 0 is the plain list.",
+        ),
     ] = Field(default_factory=lambda: [0, 3, 6, 9])
     sep: Annotated[
         str, Field(min_length=1, max_length=8, description="kombu priority separator (`sep`).")
     ] = "\x06\x16"
     visibility_timeout_seconds: Annotated[
-        int, Field(ge=1, le=604800, description="kombu `visibility_timeout`; must exceed the longest task.")
+        int,
+        Field(
+            ge=1, le=604800, description="kombu `visibility_timeout`; must exceed the longest task."
+        ),
     ] = 3600
 
 
@@ -103,8 +115,8 @@ class WorkerSettings(Model):
     max_memory_per_child_kib: Annotated[int | None, Field(ge=1024, le=1 << 30)] = None
     log_level: LogLevel = LogLevel.INFO
     pool: WorkerPoolKind = WorkerPoolKind.PREFORK
-    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] = Field(
-        default_factory=list
+    extra_args: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] = (
+        Field(default_factory=list)
     )
 
 
@@ -130,7 +142,9 @@ class Resources(Model):
 
 
 class WorkerTemplate(Model):
-    image: Annotated[str, Field(min_length=1, max_length=1024, description="Worker container image.")]
+    image: Annotated[
+        str, Field(min_length=1, max_length=1024, description="Worker container image.")
+    ]
     app: Annotated[
         str,
         Field(
@@ -150,7 +164,10 @@ class WorkerTemplate(Model):
     node_selector: Annotated[dict[str, str], Field(max_length=64)] = Field(default_factory=dict)
     tolerations: Annotated[
         list[dict[str, Any]],
-        Field(max_length=64, json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}}),
+        Field(
+            max_length=64,
+            json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+        ),
     ] = Field(default_factory=list)
     service_account_name: Annotated[str | None, Field(max_length=253)] = None
     pod_template: Annotated[
@@ -208,13 +225,17 @@ class Scaling(Model):
         float, Field(gt=0, le=86400, description="Latency target: how long a task may wait.")
     ] = 30.0
     target_cpu_utilization_percent: Annotated[
-        int, Field(ge=1, le=100, description="Above this a pod gets no more processes; more pods instead.")
+        int,
+        Field(
+            ge=1, le=100, description="Above this a pod gets no more processes; more pods instead."
+        ),
     ] = 80
     activation_backlog: Annotated[
         int, Field(ge=0, le=1_000_000, description="Tasks that wake a pool from zero.")
     ] = 0
     idle_seconds_before_zero: Annotated[
-        int, Field(ge=0, le=86400, description="Idle time before the last pod goes (minReplicas 0).")
+        int,
+        Field(ge=0, le=86400, description="Idle time before the last pod goes (minReplicas 0)."),
     ] = 300
     polling_interval_seconds: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
     stale_after_seconds: Annotated[
@@ -226,7 +247,9 @@ class Scaling(Model):
     panic_window_seconds: Annotated[int, Field(ge=1, le=600)] = 6
     drain_deadline_seconds: Annotated[
         int,
-        Field(ge=0, le=86400, description="Longest wait for busy pods before scale-in removes them."),
+        Field(
+            ge=0, le=86400, description="Longest wait for busy pods before scale-in removes them."
+        ),
     ] = 3600
     behavior: Behavior = Field(default_factory=Behavior)
 
@@ -234,11 +257,21 @@ class Scaling(Model):
 class CeleryWorkerPoolSpec(Model):
     replicas: Annotated[
         int | None,
-        Field(ge=0, le=10_000, description="Set by `kubectl scale`: a manual jump the autoscaler continues from."),
+        Field(
+            ge=0,
+            le=10_000,
+            description="Set by `kubectl scale`: a manual jump the autoscaler continues from.",
+        ),
     ] = None
     queues: Annotated[
         list[Annotated[str, Field(pattern=QUEUE_NAME_PATTERN)]],
-        Field(min_length=1, max_length=32, description="Queues the workers consume (-Q)."),
+        Field(
+            min_length=1,
+            max_length=32,
+            description="Queues the workers consume (-Q).",
+            # A set-typed list makes the apiserver refuse duplicate queue names.
+            json_schema_extra={"x-kubernetes-list-type": "set"},
+        ),
     ]
     template: WorkerTemplate
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -250,23 +283,23 @@ class CeleryWorkerPoolSpec(Model):
 
 
 # CEL rules for cross-field constraints, attached to the object that holds both fields.
+# The has() guards are for the apiserver's check of `default: {}` itself, before defaulting.
 CEL_RULES: dict[str, list[dict[str, str]]] = {
     "Scaling": [
         {
-            "rule": "self.minReplicas <= self.maxReplicas",
+            "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
             "message": "scaling.minReplicas must be <= scaling.maxReplicas",
         },
     ],
     "Concurrency": [
-        {"rule": "self.min <= self.max", "message": "worker.concurrency.min must be <= worker.concurrency.max"},
+        {
+            "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+            "message": "worker.concurrency.min must be <= worker.concurrency.max",
+        },
     ],
     "CeleryWorkerPoolSpec": [
         {
-            "rule": "self.queues.all(q, self.queues.exists_one(p, p == q))",
-            "message": "queues must not repeat",
-        },
-        {
-            "rule": "!has(self.replicas) || self.replicas <= self.scaling.maxReplicas",
+            "rule": "!has(self.replicas) || !has(self.scaling.maxReplicas) || self.replicas <= self.scaling.maxReplicas",
             "message": "replicas must be <= scaling.maxReplicas",
         },
     ],

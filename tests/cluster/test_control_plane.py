@@ -1,0 +1,47 @@
+"""The harness itself: a real apiserver that schedules and runs (fake) pods."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from celeriac.devcluster.controlplane import ControlPlane
+
+
+def _wait_for(predicate_desc: str, fn, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(
+        f"timed out after {timeout_s} s waiting for {predicate_desc}; last: {last!r}"
+    )
+
+
+def test_apiserver_reports_the_built_version(cluster: ControlPlane) -> None:
+    version = json.loads(cluster.kubectl("version", "-o", "json"))
+    assert version["serverVersion"]["gitVersion"].startswith("v1.32.")
+
+
+def test_a_deployment_gets_a_replicaset_and_running_pods(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    cluster.kubectl("-n", namespace, "create", "deployment", "web", "--image=nginx", "--replicas=3")
+
+    def running() -> list[str]:
+        pods = json.loads(cluster.kubectl("-n", namespace, "get", "pods", "-o", "json"))["items"]
+        phases = [p["status"].get("phase") for p in pods]
+        return phases if phases.count("Running") == 3 else []
+
+    _wait_for("3 Running pods", running)
+    rs = json.loads(cluster.kubectl("-n", namespace, "get", "rs", "-o", "json"))["items"]
+    assert len(rs) == 1
+    assert rs[0]["metadata"]["ownerReferences"][0]["name"] == "web"
+
+
+def test_the_crd_is_established_and_served(crd_installed: ControlPlane) -> None:
+    resources = crd_installed.kubectl("api-resources", "--api-group=celeriac.dev", "-o", "name")
+    assert resources.split() == ["celeryworkerpools.celeriac.dev"]
