@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CELERIAC_CACHE ?= $(HOME)/.cache/celeriac
 
-.PHONY: setup system-deps venv control-plane lint typecheck test test-unit test-integration test-cluster demo bench crds
+.PHONY: cluster-up cluster-down setup system-deps venv control-plane lint typecheck test test-unit test-integration test-cluster demo bench crds
 
 setup: system-deps venv control-plane
 
@@ -57,3 +57,9 @@ demo: setup
 
 bench: venv
 	$(PY) bench/run_all.py
+
+cluster-up: setup
+	$(PY) -m celeriac cluster up
+
+cluster-down: venv
+	$(PY) -m celeriac cluster down
