@@ -38,16 +38,24 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed: run `make setup` (Debian package redis-server)")
+            raise RuntimeError(
+                "redis-server is not installed: run `make setup` (Debian package redis-server)"
+            )
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.dir),
-                "--maxmemory-policy", "noeviction",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--maxmemory-policy",
+                "noeviction",
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -70,7 +78,9 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(port: int | None = None, extra_args: list[str] | None = None) -> Iterator[RedisServer]:
+def running_redis(
+    port: int | None = None, extra_args: list[str] | None = None
+) -> Iterator[RedisServer]:
     with tempfile.TemporaryDirectory(prefix="celeriac-redis-") as tmp:
         server = RedisServer(port=port or free_port(), dir=Path(tmp), extra_args=extra_args or [])
         server.start()
