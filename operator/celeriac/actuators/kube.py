@@ -1,0 +1,133 @@
+"""The operator's only door to the Kubernetes API (besides kopf's own watches).
+
+Everything goes in and out as plain JSON dicts (`_preload_content=False`), so the rest of
+the operator never depends on the client's generated model classes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from celeriac.api import pool as api
+
+FIELD_MANAGER = "celeriac"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class SecretError(RuntimeError):
+    """The pool's broker Secret is missing or lacks the key: the message says which."""
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    if kubeconfig:
+        return config.new_client_from_config(config_file=kubeconfig)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(response.data))
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient, timeout_s: float = 10.0) -> None:
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.timeout_s = timeout_s
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(
+                self.apps.read_namespaced_deployment(
+                    name, namespace, _preload_content=False, _request_timeout=self.timeout_s
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply: a no-op when nothing changed, and it reclaims fields edited by hand."""
+        meta = body["metadata"]
+        return _json(
+            self.apps.patch_namespaced_deployment(
+                meta["name"],
+                meta["namespace"],
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+                _request_timeout=self.timeout_s,
+            )
+        )
+
+    def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        try:
+            secret = _json(
+                self.core.read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=self.timeout_s
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SecretError(
+                    f"Secret {namespace}/{name} not found (spec.broker.urlSecretRef.name)"
+                ) from exc
+            if exc.status == 403:
+                raise SecretError(
+                    f"operator may not read Secret {namespace}/{name}: check its RBAC"
+                ) from exc
+            raise
+        data = secret.get("data") or {}
+        if key not in data:
+            raise SecretError(
+                f"Secret {namespace}/{name} has no key {key!r} (spec.broker.urlSecretRef.key); "
+                f"keys: {sorted(data)}"
+            )
+        return base64.b64decode(data[key]).decode()
+
+    def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            api.PLURAL,
+            name,
+            {"status": status},
+            _content_type=MERGE,
+            _preload_content=False,
+            _request_timeout=self.timeout_s,
+        )
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        pods = _json(
+            self.core.list_namespaced_pod(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=self.timeout_s,
+            )
+        )
+        return cast(list[dict[str, Any]], pods.get("items", []))
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        self.core.patch_namespaced_pod(
+            name,
+            namespace,
+            {"metadata": {"annotations": annotations}},
+            _content_type=MERGE,
+            _preload_content=False,
+            _request_timeout=self.timeout_s,
+        )

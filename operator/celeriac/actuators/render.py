@@ -1,0 +1,211 @@
+"""Renders a pool's worker Deployment as a plain dict: no I/O, testable without a cluster."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from celeriac.api import pool as api
+from celeriac.api.pool import CeleryWorkerPoolSpec
+
+POOL_LABEL = "celeriac.dev/pool"
+RANGE_ANNOTATION = "celeriac.dev/autoscale-range"
+PODINFO_DIR = "/etc/celeriac/podinfo"
+RANGE_FILE = f"{PODINFO_DIR}/autoscale-range"
+CONTAINER_NAME = "worker"
+
+
+def selector_labels(pool_name: str) -> dict[str, str]:
+    return {POOL_LABEL: pool_name}
+
+
+def selector_string(pool_name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(pool_name).items())
+
+
+def deployment_name(pool_name: str) -> str:
+    return f"{pool_name}-workers"
+
+
+def celery_args(spec: CeleryWorkerPoolSpec) -> list[str]:
+    worker = spec.worker
+    args = [
+        "-A",
+        spec.template.app,
+        "worker",
+        f"--queues={','.join(spec.queues)}",
+        f"--pool={worker.pool.value}",
+        f"--autoscale={worker.concurrency.max},{worker.concurrency.min}",
+        f"--prefetch-multiplier={worker.prefetch_multiplier}",
+        f"--loglevel={worker.log_level.value}",
+        # $(POD_NAME) is expanded by the kubelet; the operator addresses workers by this name.
+        "--hostname=celery@$(POD_NAME)",
+    ]
+    if worker.max_tasks_per_child is not None:
+        args.append(f"--max-tasks-per-child={worker.max_tasks_per_child}")
+    if worker.max_memory_per_child_kib is not None:
+        args.append(f"--max-memory-per-child={worker.max_memory_per_child_kib}")
+    args.extend(worker.extra_args)
+    return args
+
+
+def _resources(spec: CeleryWorkerPoolSpec) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for kind in ("requests", "limits"):
+        values = getattr(spec.template.resources, kind).model_dump(exclude_none=True)
+        if values:
+            out[kind] = values
+    return out
+
+
+def _env(pool_id: str, spec: CeleryWorkerPoolSpec) -> list[dict[str, Any]]:
+    ref = spec.broker.url_secret_ref
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "CELERY_BROKER_URL",
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        },
+        {"name": "CELERIAC_POOL", "value": pool_id},
+        {"name": "CELERIAC_RANGE_FILE", "value": RANGE_FILE},
+        {"name": "CELERIAC_GLOBAL_KEYPREFIX", "value": spec.broker.transport.global_keyprefix},
+        {
+            "name": "CELERIAC_TARGET_CPU_PERCENT",
+            "value": str(spec.scaling.target_cpu_utilization_percent),
+        },
+        {
+            # Warm shutdown must end before the kubelet's SIGKILL: leave 10 % for teardown.
+            "name": "CELERIAC_SOFT_SHUTDOWN_TIMEOUT",
+            "value": str(max(1, int(spec.termination_grace_period_seconds * 0.9))),
+        },
+    ]
+    for var in spec.template.env:
+        env.append(var.model_dump(by_alias=True, exclude_none=True))
+    return env
+
+
+def merge_pod_template(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `override` into `base`; lists of named items (containers, volumes) merge by name."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        current = out.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            out[key] = merge_pod_template(current, value)
+        elif (
+            isinstance(current, list)
+            and isinstance(value, list)
+            and all(isinstance(i, dict) and "name" in i for i in current + value)
+        ):
+            by_name = {item["name"]: item for item in current}
+            for item in value:
+                by_name[item["name"]] = merge_pod_template(by_name.get(item["name"], {}), item)
+            out[key] = list(by_name.values())
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def render_pod_template(
+    pool_name: str, namespace: str, spec: CeleryWorkerPoolSpec
+) -> dict[str, Any]:
+    template = spec.template
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": template.image,
+        "imagePullPolicy": template.image_pull_policy,
+        "args": celery_args(spec),
+        "env": _env(f"{namespace}/{pool_name}", spec),
+        "volumeMounts": [{"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    container["command"] = template.command if template.command is not None else ["celery"]
+    resources = _resources(spec)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+        "volumes": [
+            {
+                # The worker reads its last applied --autoscale range from here after a restart.
+                "name": "podinfo",
+                "downwardAPI": {
+                    "items": [
+                        {
+                            "path": "autoscale-range",
+                            "fieldRef": {
+                                "fieldPath": f"metadata.annotations['{RANGE_ANNOTATION}']"
+                            },
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    if template.node_selector:
+        pod_spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod_spec["tolerations"] = copy.deepcopy(template.tolerations)
+    if template.service_account_name:
+        pod_spec["serviceAccountName"] = template.service_account_name
+    rendered: dict[str, Any] = {
+        "metadata": {
+            "labels": {
+                **selector_labels(pool_name),
+                "app.kubernetes.io/name": "celery-worker",
+                "app.kubernetes.io/instance": pool_name,
+                "app.kubernetes.io/managed-by": "celeriac",
+            },
+            "annotations": {
+                RANGE_ANNOTATION: f"{spec.worker.concurrency.min}-{spec.worker.concurrency.max}"
+            },
+        },
+        "spec": pod_spec,
+    }
+    if template.pod_template:
+        rendered = merge_pod_template(rendered, template.pod_template)
+    return rendered
+
+
+def render_deployment(
+    pool_name: str,
+    namespace: str,
+    owner_uid: str,
+    spec: CeleryWorkerPoolSpec,
+    replicas: int,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(pool_name),
+            "namespace": namespace,
+            "labels": {
+                **selector_labels(pool_name),
+                "app.kubernetes.io/managed-by": "celeriac",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{api.GROUP}/{api.VERSION}",
+                    "kind": api.KIND,
+                    "name": pool_name,
+                    "uid": owner_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(pool_name)},
+            # New pods first, then warm shutdown of old ones: a rollout never drops capacity.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": render_pod_template(pool_name, namespace, spec),
+        },
+    }

@@ -1,0 +1,70 @@
+"""Prometheus metrics: what the operator decided, and why, per pool."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from celeriac.policy.model import Decision
+from celeriac.signals.model import PoolSignals
+
+POOL = ["namespace", "pool"]
+
+DESIRED_REPLICAS = Gauge("celeriac_desired_replicas", "Replicas the policy wants", POOL)
+CURRENT_REPLICAS = Gauge(
+    "celeriac_current_replicas", "Deployment replicas before this decision", POOL
+)
+RANGE_MAX = Gauge("celeriac_pod_range_max", "Per-pod --autoscale max the operator applies", POOL)
+RANGE_MIN = Gauge("celeriac_pod_range_min", "Per-pod --autoscale min the operator applies", POOL)
+BACKLOG = Gauge(
+    "celeriac_queue_backlog",
+    "Tasks not finished, by queue and state (waiting in the list, reserved in unacked)",
+    [*POOL, "queue", "state"],
+)
+OLDEST_AGE = Gauge(
+    "celeriac_queue_oldest_age_seconds", "Age of the oldest due task", [*POOL, "queue"]
+)
+SIGNAL_UP = Gauge("celeriac_signal_up", "1 when the backlog could be read", POOL)
+DECISIONS = Counter("celeriac_decisions_total", "Policy decisions by mode", [*POOL, "mode"])
+SCALING_ACTIONS = Counter(
+    "celeriac_scaling_actions_total", "Replica changes applied", [*POOL, "direction"]
+)
+RECONCILE_ERRORS = Counter(
+    "celeriac_reconcile_errors_total", "Failed reconciles by reason", [*POOL, "reason"]
+)
+RECONCILE_SECONDS = Histogram(
+    "celeriac_reconcile_seconds",
+    "Time for one reconcile of one pool (signals excluded)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SIGNALS_SECONDS = Histogram(
+    "celeriac_signals_seconds",
+    "Time to read the signals of every due pool in one batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+def observe_decision(
+    namespace: str, pool: str, decision: Decision, current: int | None, signals: PoolSignals | None
+) -> None:
+    DESIRED_REPLICAS.labels(namespace, pool).set(decision.desired_replicas)
+    if current is not None:
+        CURRENT_REPLICAS.labels(namespace, pool).set(current)
+    RANGE_MIN.labels(namespace, pool).set(decision.range_min)
+    RANGE_MAX.labels(namespace, pool).set(decision.range_max)
+    DECISIONS.labels(namespace, pool, decision.mode.value).inc()
+    if signals is None:
+        return
+    SIGNAL_UP.labels(namespace, pool).set(0 if signals.queues is None else 1)
+    for q in signals.queues or []:
+        BACKLOG.labels(namespace, pool, q.queue, "waiting").set(q.waiting)
+        BACKLOG.labels(namespace, pool, q.queue, "reserved").set(q.reserved)
+        if q.oldest_age_s is not None:
+            OLDEST_AGE.labels(namespace, pool, q.queue).set(q.oldest_age_s)
+
+
+def forget_pool(namespace: str, pool: str) -> None:
+    for gauge in (DESIRED_REPLICAS, CURRENT_REPLICAS, RANGE_MAX, RANGE_MIN, SIGNAL_UP):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, pool)

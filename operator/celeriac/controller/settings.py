@@ -1,0 +1,42 @@
+"""Operator settings, from CELERIAC_* environment variables (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CELERIAC_", extra="ignore")
+
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Watch only these namespaces (JSON list); empty means the whole cluster.",
+    )
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 disables /metrics.")
+    health_port: int = Field(
+        default=8080, ge=0, le=65535, description="kopf liveness endpoint; 0 disables."
+    )
+    log_format: Literal["plain", "json"] = "plain"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    peering: str | None = Field(
+        default=None, description="kopf peering name for HA; unset runs standalone."
+    )
+    batch_window_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="How long reads of due pools are gathered into one batch.",
+    )
+    wakeup: bool = Field(
+        default=True, description="React to new work within a second (Redis keyspace events)."
+    )
+    min_reconcile_interval_s: float = Field(
+        default=1.0,
+        ge=0.1,
+        le=60,
+        description="Cap on how often one pool is reconciled on wake-ups.",
+    )
+    kubeconfig: str | None = None
