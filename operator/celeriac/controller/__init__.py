@@ -1,0 +1,1 @@
+"""The kopf operator: handlers, the per-pool reconcile, status and metrics."""
