@@ -69,3 +69,9 @@ def test_scale_subresource_and_printer_columns() -> None:
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == ["Desired", "Ready", "Backlog", "CPU%", "Range", "Reason", "Age"]
+
+
+def test_every_cel_rule_has_a_python_twin_with_the_same_message() -> None:
+    for model, rules in pool.CEL_RULES.items():
+        twins = [message for message, _ in pool._PY_RULES[model]]
+        assert twins == [r["message"] for r in rules], model

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "celeriac.dev"
@@ -99,6 +99,11 @@ class Concurrency(Model):
 
     min: Annotated[int, Field(ge=0, le=1024, description="Fewest processes per pod.")] = 1
     max: Annotated[int, Field(ge=1, le=1024, description="Most processes per pod.")] = 4
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Concurrency:
+        _check_rules(self)
+        return self
 
 
 class WorkerSettings(Model):
@@ -253,6 +258,11 @@ class Scaling(Model):
     ] = 3600
     behavior: Behavior = Field(default_factory=Behavior)
 
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Scaling:
+        _check_rules(self)
+        return self
+
 
 class CeleryWorkerPoolSpec(Model):
     replicas: Annotated[
@@ -280,6 +290,13 @@ class CeleryWorkerPoolSpec(Model):
     termination_grace_period_seconds: Annotated[
         int, Field(ge=1, le=86400, description="Upper bound for warm shutdown of a worker pod.")
     ] = 300
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> CeleryWorkerPoolSpec:
+        if len(set(self.queues)) != len(self.queues):
+            raise ValueError("queues must not repeat")
+        _check_rules(self)
+        return self
 
 
 # CEL rules for cross-field constraints, attached to the object that holds both fields.
@@ -353,3 +370,27 @@ class CeleryWorkerPoolStatus(Model):
     reason: str | None = None
     applied_spec_replicas: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
+
+
+# The same rules for the operator's own validation, as Python predicates keyed by message,
+# so a spec that slipped past an older CRD is still reported, not acted on.
+_PY_RULES: dict[str, list[tuple[str, Any]]] = {
+    "Scaling": [
+        (CEL_RULES["Scaling"][0]["message"], lambda s: s.min_replicas <= s.max_replicas),
+    ],
+    "Concurrency": [
+        (CEL_RULES["Concurrency"][0]["message"], lambda c: c.min <= c.max),
+    ],
+    "CeleryWorkerPoolSpec": [
+        (
+            CEL_RULES["CeleryWorkerPoolSpec"][0]["message"],
+            lambda p: p.replicas is None or p.replicas <= p.scaling.max_replicas,
+        ),
+    ],
+}
+
+
+def _check_rules(model: BaseModel) -> None:
+    for message, holds in _PY_RULES.get(type(model).__name__, []):
+        if not holds(model):
+            raise ValueError(message)

@@ -1,0 +1,171 @@
+"""The order of one reconcile and who wins: the user's hand, pause, or the policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celeriac.controller.reconcile import PoolReconciler, PoolRef
+from celeriac.policy.model import Decision, Mode, PolicyInput
+from celeriac.signals.model import PoolSignals, QueueBacklog
+
+NOW = 1_700_000_000.0
+REF = PoolRef(namespace="ns", name="pool", uid="uid-1", generation=3)
+
+
+class InMemoryKube:
+    """The Kubernetes edge as a dict: enough to observe what the reconcile writes."""
+
+    def __init__(self, replicas: int | None = None, ready: int = 0) -> None:
+        self.deployment: dict[str, Any] | None = (
+            None
+            if replicas is None
+            else {"spec": {"replicas": replicas}, "status": {"readyReplicas": ready}}
+        )
+        self.applied: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
+
+    def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.deployment
+
+    def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(body)
+        ready = (self.deployment or {}).get("status", {}).get("readyReplicas", 0)
+        self.deployment = {"spec": body["spec"], "status": {"readyReplicas": ready}}
+        return self.deployment
+
+    def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.statuses.append(status)
+
+
+def wants(replicas: int) -> Any:
+    def decide(inp: PolicyInput) -> Decision:
+        return Decision(
+            desired_replicas=replicas,
+            range_min=inp.concurrency.min,
+            range_max=inp.concurrency.max,
+            mode=Mode.NORMAL,
+            reason=f"policy wants {replicas}",
+            memory=inp.memory,
+        )
+
+    return decide
+
+
+SPEC: dict[str, Any] = {
+    "queues": ["celery"],
+    "template": {"image": "w:1", "app": "proj"},
+    "broker": {"urlSecretRef": {"name": "b"}},
+    "scaling": {"minReplicas": 1, "maxReplicas": 5},
+}
+SIGNALS = PoolSignals(observed_at=NOW, queues=[QueueBacklog(queue="celery", waiting=7, reserved=3)])
+
+
+def test_first_reconcile_creates_the_deployment_and_reports_it() -> None:
+    kube = InMemoryKube()
+    events: list[tuple[str, str, str]] = []
+    PoolReconciler(kube, wants(2), lambda *e: events.append(e)).reconcile(
+        REF, SPEC, {}, SIGNALS, NOW
+    )
+    assert kube.applied[0]["spec"]["replicas"] == 2
+    assert events[0][:2] == ("Normal", "DeploymentCreated")
+    status = kube.statuses[-1]
+    assert status["desiredReplicas"] == 2
+    assert status["backlog"] == 10
+    assert status["observedGeneration"] == 3
+    assert status["selector"] == "celeriac.dev/pool=pool"
+
+
+def test_a_changed_decision_scales_and_emits_one_event() -> None:
+    kube = InMemoryKube(replicas=2, ready=2)
+    events: list[tuple[str, str, str]] = []
+    out = PoolReconciler(kube, wants(4), lambda *e: events.append(e)).reconcile(
+        REF, SPEC, {}, SIGNALS, NOW
+    )
+    assert out.scaled_from == 2
+    assert kube.deployment is not None
+    assert kube.deployment["spec"]["replicas"] == 4
+    assert [e[1] for e in events] == ["Scaled"]
+    assert "2 -> 4" in events[0][2]
+    assert kube.statuses[-1]["lastScaleTime"] == "2023-11-14T22:13:20Z"
+
+
+def test_kubectl_scale_is_a_jump_applied_once() -> None:
+    kube = InMemoryKube(replicas=2)
+    spec = {**SPEC, "replicas": 4}
+    r = PoolReconciler(kube, wants(1))
+    r.reconcile(REF, spec, {}, SIGNALS, NOW)
+    assert kube.deployment is not None
+    assert kube.deployment["spec"]["replicas"] == 4
+    first = kube.statuses[-1]
+    assert first["appliedSpecReplicas"] == 4
+    # Next tick: the same spec.replicas is no new request, so the policy decides again.
+    r.reconcile(REF, spec, first, SIGNALS, NOW + 5)
+    assert kube.deployment["spec"]["replicas"] == 1
+
+
+def test_kubectl_scale_below_min_replicas_is_clamped_with_a_reason() -> None:
+    kube = InMemoryKube(replicas=4)
+    spec = {**SPEC, "replicas": 1, "scaling": {"minReplicas": 3, "maxReplicas": 5}}
+    PoolReconciler(kube, wants(4)).reconcile(REF, spec, {}, SIGNALS, NOW)
+    assert kube.deployment is not None
+    assert kube.deployment["spec"]["replicas"] == 3
+    status = kube.statuses[-1]
+    assert status["reason"] == "scaled by hand to 1, clamped to 3"
+    limited = next(c for c in status["conditions"] if c["type"] == "ScalingLimited")
+    assert (limited["status"], limited["reason"]) == ("True", "LimitedByMinReplicas")
+
+
+def test_spec_rules_the_crd_enforces_are_enforced_by_the_models_too() -> None:
+    kube = InMemoryKube(replicas=2)
+    bad = {**SPEC, "replicas": 5, "scaling": {"maxReplicas": 3}}
+    out = PoolReconciler(kube, wants(1)).reconcile(REF, bad, {}, SIGNALS, NOW)
+    assert out.error is not None
+    assert "replicas must be <= scaling.maxReplicas" in out.error
+
+
+def test_paused_pool_keeps_its_replicas() -> None:
+    kube = InMemoryKube(replicas=3)
+    spec = {**SPEC, "scaling": {"paused": True, "maxReplicas": 5}}
+    PoolReconciler(kube, wants(1)).reconcile(REF, spec, {}, SIGNALS, NOW)
+    assert kube.deployment is not None
+    assert kube.deployment["spec"]["replicas"] == 3
+    active = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "ScalingActive")
+    assert (active["status"], active["reason"]) == ("False", "Paused")
+
+
+def test_invalid_spec_is_reported_not_raised() -> None:
+    kube = InMemoryKube(replicas=2)
+    events: list[tuple[str, str, str]] = []
+    bad = {**SPEC, "worker": {"concurrency": {"min": -1}}}
+    out = PoolReconciler(kube, wants(9), lambda *e: events.append(e)).reconcile(
+        REF, bad, {}, SIGNALS, NOW
+    )
+    assert out.error is not None
+    assert "spec.worker.concurrency.min" in out.error
+    assert kube.applied == []
+    degraded = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert events[0][:2] == ("Warning", "InvalidSpec")
+
+
+def test_unreadable_broker_marks_the_pool_degraded_with_the_cause() -> None:
+    kube = InMemoryKube(replicas=2)
+    down = PoolSignals(observed_at=NOW, backlog_error="Connection refused")
+    PoolReconciler(kube, wants(2)).reconcile(REF, SPEC, {}, down, NOW)
+    degraded = next(c for c in kube.statuses[-1]["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True"
+    assert degraded["reason"] == "BrokerUnavailable"
+    assert "Connection refused" in degraded["message"]
+
+
+def test_condition_transition_time_survives_an_unchanged_status() -> None:
+    kube = InMemoryKube(replicas=2, ready=2)
+    r = PoolReconciler(kube, wants(2))
+    r.reconcile(REF, SPEC, {}, SIGNALS, NOW)
+    first = kube.statuses[-1]
+    r.reconcile(REF, SPEC, first, SIGNALS, NOW + 60)
+    ready = [
+        next(c for c in s["conditions"] if c["type"] == "Ready")["lastTransitionTime"]
+        for s in kube.statuses
+    ]
+    assert ready[0] == ready[1]
