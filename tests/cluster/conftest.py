@@ -10,6 +10,7 @@ import pytest
 
 from celeriac.api.crd import CRD_FILE
 from celeriac.devcluster.controlplane import ControlPlane
+from celeriac.devcluster.kubelet import ProcessKubelet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,3 +46,8 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def process_kubelet(cluster: ControlPlane) -> ProcessKubelet:
+    return cluster.start_process_kubelet()

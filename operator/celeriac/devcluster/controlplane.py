@@ -22,10 +22,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from celeriac.devcluster.certs import PKI, create_pki
+from celeriac.devcluster.kubelet import ProcessKubelet
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 FAKE_NODE_NAME = "kwok-node-0"
@@ -81,6 +83,7 @@ class ControlPlane:
     processes: list[Process] = field(default_factory=list)
     apiserver_port: int = 0
     etcd_port: int = 0
+    kubelets: list[ProcessKubelet] = field(default_factory=list)
 
     @property
     def kubeconfig(self) -> Path:
@@ -350,9 +353,26 @@ class ControlPlane:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
 
+    def api_client(self) -> Any:
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def start_process_kubelet(self) -> ProcessKubelet:
+        """A node whose pods run as local processes (see kubelet.py); stopped with the plane."""
+        kubelet = ProcessKubelet(
+            self.api_client(), self.state_dir / "pods", self.server, self.pki.ca_cert
+        )
+        kubelet.start()
+        self.kubelets.append(kubelet)
+        return kubelet
+
     # --- stop ----------------------------------------------------------------
 
     def stop(self, grace_s: float = 10.0) -> None:
+        for kubelet in self.kubelets:
+            kubelet.stop()
+        self.kubelets.clear()
         for p in reversed(self.processes):
             _terminate_group(p.popen.pid, p.popen, grace_s)
         self.processes.clear()
