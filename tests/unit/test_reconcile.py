@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from celeriac.actuators.celery_control import RangeResult
 from celeriac.controller.reconcile import PoolReconciler, PoolRef
 from celeriac.policy.model import Decision, Mode, PolicyInput
-from celeriac.signals.model import PoolSignals, QueueBacklog
+from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 
 NOW = 1_700_000_000.0
 REF = PoolRef(namespace="ns", name="pool", uid="uid-1", generation=3)
@@ -23,6 +24,8 @@ class InMemoryKube:
         )
         self.applied: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
+        self.pods: list[dict[str, Any]] = []
+        self.annotations: dict[str, dict[str, str | None]] = {}
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.deployment
@@ -35,6 +38,50 @@ class InMemoryKube:
 
     def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.statuses.append(status)
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.pods
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        self.annotations.setdefault(name, {}).update(annotations)
+
+
+def ready_pod(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": "2023-11-14T22:00:00Z"},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def load(pod: str, running: int, rng: tuple[int, int] = (1, 4)) -> WorkerLoad:
+    return WorkerLoad(
+        hostname=f"celery@{pod}",
+        pod=pod,
+        running=running,
+        pool_size=max(running, 1),
+        range_min=rng[0],
+        range_max=rng[1],
+        ts=NOW,
+    )
+
+
+class RecordingControl:
+    def __init__(self, answer: set[str]) -> None:
+        self.answer = answer
+        self.calls: list[tuple[list[str], int, int]] = []
+
+    def apply_range(
+        self,
+        broker_url: str,
+        hostnames: Any,
+        range_min: int,
+        range_max: int,
+        global_keyprefix: str = "",
+    ) -> RangeResult:
+        hosts = list(hostnames)
+        self.calls.append((hosts, range_min, range_max))
+        ok = {h: (range_min, range_max) for h in hosts if h in self.answer}
+        return RangeResult(ok, [h for h in hosts if h not in self.answer], 1 if ok else 3)
 
 
 def wants(replicas: int) -> Any:
@@ -169,3 +216,64 @@ def test_condition_transition_time_survives_an_unchanged_status() -> None:
         for s in kube.statuses
     ]
     assert ready[0] == ready[1]
+
+
+def test_scale_in_ranks_idle_pods_first_and_holds_busy_ones() -> None:
+    kube = InMemoryKube(replicas=3, ready=3)
+    kube.pods = [ready_pod("busy-a"), ready_pod("busy-b"), ready_pod("idle")]
+    signals = PoolSignals(
+        observed_at=NOW,
+        queues=[QueueBacklog(queue="celery", waiting=0, reserved=2)],
+        workers=[load("busy-a", 1), load("busy-b", 1), load("idle", 0)],
+    )
+    PoolReconciler(kube, wants(1)).reconcile(REF, SPEC, {}, signals, NOW)
+    assert kube.deployment is not None
+    assert kube.deployment["spec"]["replicas"] == 2
+    costs = {
+        n: int(a["controller.kubernetes.io/pod-deletion-cost"]) for n, a in kube.annotations.items()
+    }
+    assert min(costs, key=lambda n: costs[n]) == "idle"
+    status = kube.statuses[-1]
+    assert status["drainHoldSince"] == NOW
+    assert status["reason"].endswith("holding 2 replicas while 2 pods finish running tasks")
+
+
+def test_ranges_go_only_to_workers_that_report_another_one() -> None:
+    kube = InMemoryKube(replicas=2, ready=2)
+    signals = PoolSignals(
+        observed_at=NOW,
+        queues=[QueueBacklog(queue="celery", waiting=0, reserved=0)],
+        workers=[load("p1", 0, (1, 4)), load("p2", 0, (2, 2))],
+    )
+    control = RecordingControl(answer={"celery@p2"})
+    events: list[tuple[str, str, str]] = []
+    PoolReconciler(kube, wants(2), lambda *e: events.append(e), control).reconcile(
+        REF, SPEC, {}, signals, NOW, broker_url="redis://x"
+    )
+    assert control.calls == [(["celery@p2"], 1, 4)]
+    assert kube.annotations["p2"] == {"celeriac.dev/autoscale-range": "1-4"}
+    status = kube.statuses[-1]
+    assert (status["rangesApplied"], status["rangesReporting"]) == (2, 2)
+    assert ("Normal", "RangeApplied", "--autoscale 1-4 applied to 1 workers") in events
+
+
+def test_unconfirmed_range_is_a_warning_event() -> None:
+    kube = InMemoryKube(replicas=1, ready=1)
+    signals = PoolSignals(observed_at=NOW, queues=[], workers=[load("p1", 0, (3, 3))])
+    events: list[tuple[str, str, str]] = []
+    PoolReconciler(kube, wants(1), lambda *e: events.append(e), RecordingControl(set())).reconcile(
+        REF, SPEC, {}, signals, NOW, broker_url="redis://x"
+    )
+    assert [e[1] for e in events] == ["RangeNotConfirmed"]
+    assert kube.statuses[-1]["rangesApplied"] == 0
+
+
+def test_prefetch_hoarding_is_warned_once() -> None:
+    kube = InMemoryKube(replicas=1, ready=1)
+    spec = {**SPEC, "worker": {"prefetchMultiplier": 4, "concurrency": {"max": 8}}}
+    events: list[tuple[str, str, str]] = []
+    r = PoolReconciler(kube, wants(1), lambda *e: events.append(e))
+    r.reconcile(REF, spec, {}, SIGNALS, NOW)
+    r.reconcile(REF, spec, kube.statuses[-1], SIGNALS, NOW + 5)
+    assert [e[1] for e in events] == ["PrefetchHoarding"]
+    assert "may reserve 32 tasks for 8 processes" in events[0][2]

@@ -369,6 +369,14 @@ class CeleryWorkerPoolStatus(Model):
     last_scale_time: str | None = None
     reason: str | None = None
     applied_spec_replicas: int | None = None
+    ranges_applied: int | None = Field(
+        default=None, description="Worker pods that confirmed the desired range."
+    )
+    ranges_reporting: int | None = Field(default=None, description="Worker pods reporting load.")
+    drain_hold_since: float | None = Field(
+        default=None, description="Unix time scale-in started waiting for busy pods."
+    )
+    warnings: list[str] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
 
 

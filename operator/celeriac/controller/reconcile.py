@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from celeriac.actuators import render
+from celeriac.actuators.celery_control import RangeResult
 from celeriac.api.pool import CeleryWorkerPoolSpec, CeleryWorkerPoolStatus
 from celeriac.controller import metrics
 from celeriac.controller.status import Observed, build_status, invalid_spec_status
 from celeriac.policy.model import Decision, Mode, PolicyInput, PolicyMemory, Recommendation
+from celeriac.policy.scale_in import DELETION_COST, PodState, plan_scale_in
 from celeriac.signals.model import PoolSignals
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,21 @@ class KubeEdge(Protocol):
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+    def annotate_pod(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> None: ...
+
+
+class ControlEdge(Protocol):
+    def apply_range(
+        self,
+        broker_url: str,
+        hostnames: Iterable[str],
+        range_min: int,
+        range_max: int,
+        global_keyprefix: str = "",
+    ) -> RangeResult: ...
 
 
 EventSink = Callable[[str, str, str], None]  # (type Normal|Warning, reason, message)
@@ -109,11 +126,43 @@ def manual_scale(
     )
 
 
+def prefetch_warning(spec: CeleryWorkerPoolSpec) -> str | None:
+    """Workers that prefetch more than they run hold tasks behind long ones while others idle."""
+    multiplier = spec.worker.prefetch_multiplier
+    if multiplier <= 1:
+        return None
+    hoard = multiplier * spec.worker.concurrency.max
+    return (
+        f"worker.prefetchMultiplier={multiplier}: each pod may reserve {hoard} tasks for "
+        f"{spec.worker.concurrency.max} processes; reserved tasks wait behind running ones "
+        "even when other pods are idle. Set prefetchMultiplier: 1 (and task_acks_late)."
+    )
+
+
+def _pod_created(pod: dict[str, Any]) -> float:
+    stamp = pod["metadata"].get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 class PoolReconciler:
-    def __init__(self, kube: KubeEdge, decide: Decide, emit: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        kube: KubeEdge,
+        decide: Decide,
+        emit: EventSink | None = None,
+        control: ControlEdge | None = None,
+    ) -> None:
         self.kube = kube
         self.decide = decide
         self.emit = emit or (lambda _type, _reason, _message: None)
+        self.control = control
 
     def reconcile(
         self,
@@ -122,6 +171,7 @@ class PoolReconciler:
         raw_status: dict[str, Any],
         signals: PoolSignals | None,
         now: float,
+        broker_url: str | None = None,
     ) -> Outcome:
         previous = CeleryWorkerPoolStatus.model_validate(raw_status or {})
         try:
@@ -164,6 +214,12 @@ class PoolReconciler:
                 )
             )
 
+        drain_hold_since: float | None = None
+        if current is not None and decision.desired_replicas < current:
+            decision, drain_hold_since = self._drain_aware(
+                ref, spec, decision, current, signals, previous, now
+            )
+
         body = render.render_deployment(
             ref.name, ref.namespace, ref.uid, spec, decision.desired_replicas
         )
@@ -200,9 +256,117 @@ class PoolReconciler:
             scaled=scaled,
             applied_spec_replicas=spec.replicas,
         )
+        applied_ranges, reporting = self._apply_ranges(ref, spec, decision, signals, broker_url)
+        warning = prefetch_warning(spec)
+        if warning and warning not in previous.warnings:
+            self.emit("Warning", "PrefetchHoarding", warning)
+        status = status.model_copy(
+            update={
+                "ranges_applied": applied_ranges,
+                "ranges_reporting": reporting,
+                "drain_hold_since": drain_hold_since,
+                "warnings": [warning] if warning else [],
+            }
+        )
         self._write_status(ref, status, decision.memory)
         metrics.observe_decision(ref.namespace, ref.name, decision, current, signals)
         return Outcome(decision, current if scaled else None, status)
+
+    def _drain_aware(
+        self,
+        ref: PoolRef,
+        spec: CeleryWorkerPoolSpec,
+        decision: Decision,
+        current: int,
+        signals: PoolSignals | None,
+        previous: CeleryWorkerPoolStatus,
+        now: float,
+    ) -> tuple[Decision, float | None]:
+        """Rank pods for the ReplicaSet's deletion and hold busy ones until the drain deadline."""
+        pods = self.kube.list_pods(ref.namespace, render.selector_string(ref.name))
+        running = {w.pod: w.running for w in (signals.workers or [])} if signals else {}
+        states = [
+            PodState(
+                name=p["metadata"]["name"],
+                created_at=_pod_created(p),
+                running=running.get(p["metadata"]["name"]),
+                ready=_pod_ready(p),
+            )
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        waiting = signals.waiting if signals is not None else None
+        busy_since = previous.drain_hold_since or now
+        plan = plan_scale_in(
+            states,
+            current,
+            decision.desired_replicas,
+            # Only running tasks left: what is reserved is on the busy pods themselves.
+            backlog_gone=waiting == 0,
+            busy_since=busy_since,
+            drain_deadline_s=spec.scaling.drain_deadline_seconds,
+            now=now,
+        )
+        for p in pods:
+            name = p["metadata"]["name"]
+            cost = plan.deletion_costs.get(name)
+            have = (p["metadata"].get("annotations") or {}).get(DELETION_COST)
+            if cost is not None and have != str(cost):
+                self.kube.annotate_pod(ref.namespace, name, {DELETION_COST: str(cost)})
+        if plan.allowed_replicas == decision.desired_replicas:
+            return decision, None
+        held = decision.model_copy(
+            update={
+                "desired_replicas": plan.allowed_replicas,
+                "reason": f"{decision.reason}; {plan.reason}",
+                "limited_by": "drain",
+            }
+        )
+        return held, busy_since
+
+    def _apply_ranges(
+        self,
+        ref: PoolRef,
+        spec: CeleryWorkerPoolSpec,
+        decision: Decision,
+        signals: PoolSignals | None,
+        broker_url: str | None,
+    ) -> tuple[int | None, int | None]:
+        """Send the desired --autoscale range to workers that report another one."""
+        if signals is None or signals.workers is None:
+            return None, None
+        wanted = (decision.range_min, decision.range_max)
+        workers = signals.workers
+        stale = [w for w in workers if (w.range_min, w.range_max) != wanted]
+        applied = len(workers) - len(stale)
+        if not stale or self.control is None or broker_url is None or decision.mode == Mode.PAUSED:
+            return applied, len(workers)
+        result = self.control.apply_range(
+            broker_url,
+            [w.hostname for w in stale],
+            decision.range_min,
+            decision.range_max,
+            spec.broker.transport.global_keyprefix,
+        )
+        value = f"{decision.range_min}-{decision.range_max}"
+        for worker in stale:
+            if worker.hostname in result.confirmed and worker.pod:
+                # The worker re-reads this (downward API) after a restart, so the range survives it.
+                self.kube.annotate_pod(ref.namespace, worker.pod, {render.RANGE_ANNOTATION: value})
+        if result.unconfirmed:
+            self.emit(
+                "Warning",
+                "RangeNotConfirmed",
+                f"--autoscale {value} not confirmed by {', '.join(result.unconfirmed)} "
+                f"after {result.attempts} attempts",
+            )
+        else:
+            self.emit(
+                "Normal",
+                "RangeApplied",
+                f"--autoscale {value} applied to {len(result.confirmed)} workers",
+            )
+        return applied + len(result.confirmed), len(workers)
 
     def _write_status(
         self, ref: PoolRef, status: CeleryWorkerPoolStatus, memory: PolicyMemory | None
