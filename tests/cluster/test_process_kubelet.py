@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from celeriac.devcluster.controlplane import ControlPlane
-from celeriac.devcluster.kubelet import NODE_LABEL, ProcessKubelet
+from celeriac.devcluster.kubelet import ProcessKubelet, placement
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ def test_pods_on_the_process_node_run_with_env_secrets_and_downward_api(
         "kind": "Pod",
         "metadata": {"name": "p1", "annotations": {"celeriac.dev/autoscale-range": "2-5"}},
         "spec": {
-            "nodeSelector": {NODE_LABEL: "true"},
+            **placement(),
             "terminationGracePeriodSeconds": 10,
             "containers": [
                 {

@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 
 NODE_NAME = "celeriac-local"
 NODE_LABEL = "celeriac.dev/process-node"
+
+
+def placement() -> dict[str, object]:
+    """The pod spec fields that put a pod on the process node."""
+    return {
+        "nodeSelector": {NODE_LABEL: "true"},
+        "tolerations": [
+            {"key": NODE_LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"}
+        ],
+    }
+
+
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -114,6 +126,8 @@ class ProcessKubelet:
                     "kubernetes.io/os": "linux",
                 },
             },
+            # Only pods meant to run as host processes land here (they tolerate this taint).
+            "spec": {"taints": [{"key": NODE_LABEL, "value": "true", "effect": "NoSchedule"}]},
         }
         with contextlib.suppress(ApiException):
             self.core.create_node(body)
