@@ -63,6 +63,10 @@ class BrokerTransport(Model):
     sep: Annotated[
         str, Field(min_length=1, max_length=8, description="kombu priority separator (`sep`).")
     ] = "\x06\x16"
+    master_name: Annotated[
+        str | None,
+        Field(max_length=253, description="Sentinel master name, for sentinel:// broker URLs."),
+    ] = None
     visibility_timeout_seconds: Annotated[
         int,
         Field(

@@ -22,9 +22,15 @@ class QueueBacklog(Frozen):
     queue: str
     waiting: int = Field(ge=0, description="Messages in the list and its priority sub-lists.")
     waiting_by_priority: dict[int, int] = Field(default_factory=dict)
-    reserved: int = Field(ge=0, description="Delivered, not acked: prefetched, or running under acks_late.")
+    reserved: int = Field(
+        ge=0, description="Delivered, not acked: prefetched, or running under acks_late."
+    )
+    scheduled: int = Field(
+        default=0, ge=0, description="Held by workers with a future ETA: not load until due."
+    )
     oldest_age_s: float | None = Field(
-        default=None, description="Age of the oldest waiting task that is due now (ETA tasks skipped)."
+        default=None,
+        description="Age of the oldest waiting task that is due now (ETA tasks skipped).",
     )
 
     @property
@@ -38,7 +44,9 @@ class WorkerLoad(Frozen):
     hostname: str
     pod: str | None = None
     running: int = Field(ge=0, description="Tasks executing now.")
-    reserved: int = Field(default=0, ge=0, description="Tasks received and not finished (running included).")
+    reserved: int = Field(
+        default=0, ge=0, description="Tasks received and not finished (running included)."
+    )
     pool_size: int = Field(ge=0, description="Live pool processes.")
     range_min: int = Field(ge=0)
     range_max: int = Field(ge=0)
