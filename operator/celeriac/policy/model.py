@@ -42,6 +42,7 @@ class PolicyMemory(Frozen):
     last_completed_total: int | None = None
     last_backlog: int | None = None
     last_t: float | None = None
+    range_max: int | None = Field(default=None, description="Per-pod range maximum last decided.")
 
 
 class PolicyInput(Frozen):

@@ -1,0 +1,5 @@
+"""Decisions: pure functions of signals and memory."""
+
+from celeriac.policy.decide import decide
+
+__all__ = ["decide"]
