@@ -32,9 +32,11 @@ control-plane:
 crds: venv
 	$(PY) -m celeriac crd --write
 
+LINT_PATHS := $(wildcard operator worker-image tests bench)
+
 lint: venv
-	$(VENV)/bin/ruff check operator worker-image tests bench
-	$(VENV)/bin/ruff format --check operator worker-image tests bench
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: venv
 	$(VENV)/bin/mypy

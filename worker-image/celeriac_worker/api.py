@@ -1,0 +1,133 @@
+"""The front door: validates task payloads and enqueues them, answering at once (202)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from celery.result import AsyncResult
+from fastapi import FastAPI, HTTPException, Path, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from celeriac_worker import tasks
+from celeriac_worker.celery_app import app as celery_app
+
+api = FastAPI(
+    title="celeriac reference worker API",
+    version="0.1.0",
+    description="Enqueue example tasks (e-mail, PDF report, long job) and read their state.",
+)
+app = api
+ENQUEUED = Counter(
+    "celeriac_api_tasks_enqueued_total", "Tasks accepted by the API", ["task", "queue"]
+)
+Priority = Annotated[int, Field(ge=0, le=9, description="Redis priority: 0 runs first.")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmailRequest(Strict):
+    recipient: EmailStr
+    subject: Annotated[str, Field(min_length=1, max_length=200)]
+    content: Annotated[str, Field(max_length=100_000)]
+    priority: Priority = 5
+
+
+class ReportRequest(Strict):
+    title: Annotated[str, Field(min_length=1, max_length=200)] = "report"
+    pages: Annotated[int, Field(ge=1, le=200)]
+    depth: Annotated[int, Field(ge=1, le=2000)] = 60
+    seed: int = 0
+    priority: Priority = 5
+
+
+class LongJobRequest(Strict):
+    steps: Annotated[int, Field(ge=1, le=10_000)]
+    step_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
+    priority: Priority = 5
+
+
+class Accepted(BaseModel):
+    id: str
+    task: str
+    queue: str
+    status_url: str
+
+
+class TaskState(BaseModel):
+    id: str
+    state: str
+    result: Any = None
+    progress: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _enqueue(task: Any, queue: str, priority: int, **kwargs: Any) -> Accepted:
+    result = task.apply_async(kwargs=kwargs, queue=queue, priority=priority)
+    ENQUEUED.labels(task.name, queue).inc()
+    return Accepted(id=result.id, task=task.name, queue=queue, status_url=f"/tasks/{result.id}")
+
+
+@api.post("/tasks/email", status_code=202, response_model=Accepted)
+def enqueue_email(body: EmailRequest) -> Accepted:
+    return _enqueue(
+        tasks.send_email,
+        "emails",
+        body.priority,
+        recipient=body.recipient,
+        subject=body.subject,
+        content=body.content,
+    )
+
+
+@api.post("/tasks/report", status_code=202, response_model=Accepted)
+def enqueue_report(body: ReportRequest) -> Accepted:
+    return _enqueue(
+        tasks.render_report,
+        "reports",
+        body.priority,
+        title=body.title,
+        pages=body.pages,
+        depth=body.depth,
+        seed=body.seed,
+    )
+
+
+@api.post("/tasks/long", status_code=202, response_model=Accepted)
+def enqueue_long(body: LongJobRequest) -> Accepted:
+    return _enqueue(
+        tasks.long_job, "celery", body.priority, steps=body.steps, step_seconds=body.step_seconds
+    )
+
+
+@api.get("/tasks/{task_id}", response_model=TaskState)
+def task_state(task_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{36}$")]) -> TaskState:
+    result = AsyncResult(task_id, app=celery_app)
+    state = result.state
+    if state == "PROGRESS":
+        return TaskState(id=task_id, state=state, progress=result.info)
+    if state == "FAILURE":
+        return TaskState(id=task_id, state=state, error=repr(result.info))
+    return TaskState(id=task_id, state=state, result=result.result if state == "SUCCESS" else None)
+
+
+@api.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@api.get("/readyz")
+def readyz() -> dict[str, str]:
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:
+        raise HTTPException(status_code=503, detail=f"broker unreachable: {exc}") from exc
+    return {"status": "ready"}
+
+
+@api.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,53 @@
+"""Worker-side settings, from the environment the operator (or compose) sets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    broker_url: str = field(
+        default_factory=lambda: os.environ.get(
+            "CELERY_BROKER_URL", os.environ.get("CELERIAC_BROKER_URL", "redis://127.0.0.1:6379/0")
+        )
+    )
+    result_backend: str | None = field(
+        default_factory=lambda: os.environ.get("CELERY_RESULT_BACKEND")
+    )
+    pool_id: str | None = field(default_factory=lambda: os.environ.get("CELERIAC_POOL"))
+    pod_name: str | None = field(
+        default_factory=lambda: os.environ.get("POD_NAME") or os.environ.get("HOSTNAME")
+    )
+    global_keyprefix: str = field(
+        default_factory=lambda: os.environ.get("CELERIAC_GLOBAL_KEYPREFIX", "")
+    )
+    range_file: str | None = field(default_factory=lambda: os.environ.get("CELERIAC_RANGE_FILE"))
+    target_cpu: float = field(
+        default_factory=lambda: _float("CELERIAC_TARGET_CPU_PERCENT", 80.0) / 100.0
+    )
+    cpu_limit_cores: float = field(
+        default_factory=lambda: _float("CELERIAC_CPU_LIMIT_CORES", float(os.cpu_count() or 1))
+    )
+    soft_shutdown_s: float = field(
+        default_factory=lambda: _float("CELERIAC_SOFT_SHUTDOWN_TIMEOUT", 0.0)
+    )
+    # Longest task the pool runs; the visibility timeout must exceed it or tasks run twice.
+    longest_task_s: float = field(
+        default_factory=lambda: _float("CELERIAC_LONGEST_TASK_SECONDS", 3600.0)
+    )
+    report_interval_s: float = field(
+        default_factory=lambda: _float("CELERIAC_REPORT_INTERVAL", 2.0)
+    )
+    metrics_port: int = field(default_factory=lambda: int(_float("CELERIAC_METRICS_PORT", 0)))
+    smtp_host: str = field(default_factory=lambda: os.environ.get("SMTP_HOST", "127.0.0.1"))
+    smtp_port: int = field(default_factory=lambda: int(_float("SMTP_PORT", 25)))
+    smtp_sender: str = field(
+        default_factory=lambda: os.environ.get("SMTP_SENDER", "celeriac@localhost")
+    )
