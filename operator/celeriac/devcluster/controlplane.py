@@ -242,6 +242,10 @@ class ControlPlane:
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
+                # Debian's etcd 3.4 cannot answer progress requests, so the watch cache never
+                # learns it is current and answers watches at newer versions with 504
+                # "Too large resource version". Watches served by etcd itself have no such lag.
+                "--watch-cache=false",
                 f"--cert-dir={self.state_dir / 'pki'}",
                 "--v=1",
             ],

@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,6 +307,8 @@ class ProcessKubelet:
             for k, v in os.environ.items()
             if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "TMPDIR")
         }
+        # The venv running this kubelet provides the containers' commands (celery, celeriac).
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
         env["HOSTNAME"] = pod.metadata.name
         env["POD_DIR"] = str(pod_dir)
         for var in container.env or []:
