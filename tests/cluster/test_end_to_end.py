@@ -1,0 +1,248 @@
+"""The closed loop: real apiserver, real operator, real Celery workers run by the process kubelet.
+
+Each test counts what it submitted against what completed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.result import AsyncResult
+
+from celeriac.devcluster.controlplane import ControlPlane
+from celeriac.devcluster.kubelet import ProcessKubelet, placement
+from tests.support.operator_process import OperatorProcess
+from tests.support.redis_server import RedisServer, running_redis
+from tests.support.worker_process import wait_for
+
+LONG_JOB = "celeriac_worker.tasks.long_job"
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def operator(
+    crd_installed: ControlPlane,
+    process_kubelet: ProcessKubelet,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(
+        kubeconfig=crd_installed.kubeconfig,
+        log_path=tmp_path_factory.mktemp("e2e") / "operator.log",
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def pool(name: str, **scaling: Any) -> dict[str, Any]:
+    where = placement()
+    return {
+        "apiVersion": "celeriac.dev/v1alpha1",
+        "kind": "CeleryWorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "queues": ["celery"],
+            "template": {
+                "image": "ghcr.io/celeriac/worker:0.1.0",
+                "app": "celeriac_worker.celery_app",
+                "nodeSelector": where["nodeSelector"],
+                "tolerations": where["tolerations"],
+                "env": [
+                    {"name": "AUTOSCALE_KEEPALIVE", "value": "2"},
+                    {"name": "REMAP_SIGTERM", "value": "SIGQUIT"},
+                    {"name": "CELERIAC_LONGEST_TASK_SECONDS", "value": "30"},
+                    {"name": "CELERIAC_REPORT_INTERVAL", "value": "1"},
+                ],
+            },
+            "worker": {"concurrency": {"min": 1, "max": 2}, "logLevel": "INFO"},
+            "broker": {"urlSecretRef": {"name": "broker", "key": "url"}},
+            "scaling": {
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "targetQueueWaitSeconds": 5,
+                "pollingIntervalSeconds": 1,
+                "staleAfterSeconds": 5,
+                "behavior": {
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": 5,
+                        "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}],
+                    }
+                },
+                **scaling,
+            },
+            "terminationGracePeriodSeconds": 30,
+        },
+    }
+
+
+def get(cluster: ControlPlane, ns: str, kind: str, name: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("-n", ns, "get", kind, name, "-o", "json"))
+
+
+def replicas(cluster: ControlPlane, ns: str, name: str) -> int:
+    return int(get(cluster, ns, "deployment", f"{name}-workers")["spec"]["replicas"])
+
+
+def live_pods(cluster: ControlPlane, ns: str, name: str) -> list[dict[str, Any]]:
+    items = json.loads(
+        cluster.kubectl("-n", ns, "get", "pods", "-l", f"celeriac.dev/pool={name}", "-o", "json")
+    )["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def condition(cluster: ControlPlane, ns: str, name: str, type_: str) -> dict[str, Any] | None:
+    status = get(cluster, ns, "cwp", name).get("status", {})
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), None)
+
+
+@pytest.fixture
+def loop_ns(crd_installed: ControlPlane, namespace: str, broker: RedisServer) -> str:
+    crd_installed.kubectl(
+        "-n", namespace, "create", "secret", "generic", "broker", f"--from-literal=url={broker.url}"
+    )
+    return namespace
+
+
+def start_pool(
+    cluster: ControlPlane, ns: str, name: str, op: OperatorProcess, **scaling: Any
+) -> None:
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input_text=json.dumps(pool(name, **scaling)))
+    expected = scaling.get("minReplicas", 1)
+    wait_for(
+        f"{expected} workers reporting their load",
+        lambda: get(cluster, ns, "cwp", name).get("status", {}).get("rangesReporting") == expected,
+        timeout_s=60,
+    )
+    assert op.alive(), op.log_tail()
+
+
+def all_done(app: Celery, ids: list[str]) -> bool:
+    return all(AsyncResult(i, app=app).state == "SUCCESS" for i in ids)
+
+
+def test_burst_scales_up_fast_drains_and_scales_back_down(
+    crd_installed: ControlPlane, loop_ns: str, broker: RedisServer, operator: OperatorProcess
+) -> None:
+    cluster, ns = crd_installed, loop_ns
+    start_pool(cluster, ns, "burst", operator)
+    app = Celery("e2e", broker=broker.url, backend=broker.url)
+
+    pushed = time.monotonic()
+    ids = [
+        app.send_task(LONG_JOB, kwargs={"steps": 1, "step_seconds": 1.0}, queue="celery").id
+        for _ in range(40)
+    ]
+    wait_for(
+        "the Deployment scaled up",
+        lambda: replicas(cluster, ns, "burst") > 1,
+        timeout_s=15,
+        every_s=0.05,
+    )
+    reaction_s = time.monotonic() - pushed
+    print(f"\nreaction time burst -> Deployment patched: {reaction_s:.2f} s")
+    assert reaction_s < 5.0
+
+    wait_for("all 40 tasks done", lambda: all_done(app, ids), timeout_s=120, every_s=0.5)
+    peak = max(replicas(cluster, ns, "burst"), 2)
+    wait_for(
+        "scale back to minReplicas",
+        lambda: replicas(cluster, ns, "burst") == 1,
+        timeout_s=90,
+        every_s=0.5,
+    )
+    wait_for(
+        "one pod left", lambda: len(live_pods(cluster, ns, "burst")) == 1, timeout_s=60, every_s=0.5
+    )
+    assert sum(AsyncResult(i, app=app).state == "SUCCESS" for i in ids) == 40
+    assert peak >= 2
+
+
+def test_deleting_a_busy_worker_pod_loses_no_task(
+    crd_installed: ControlPlane, loop_ns: str, broker: RedisServer, operator: OperatorProcess
+) -> None:
+    cluster, ns = crd_installed, loop_ns
+    start_pool(cluster, ns, "victim", operator, maxReplicas=1)
+    app = Celery("e2e", broker=broker.url, backend=broker.url)
+    ids = [
+        app.send_task(LONG_JOB, kwargs={"steps": 3, "step_seconds": 1.0}, queue="celery").id
+        for _ in range(4)
+    ]
+    wait_for(
+        "a task running",
+        lambda: any(AsyncResult(i, app=app).state in ("STARTED", "PROGRESS") for i in ids),
+        20,
+    )
+    victim = live_pods(cluster, ns, "victim")[0]["metadata"]["name"]
+    cluster.kubectl("-n", ns, "delete", "pod", victim, "--wait=false")
+    wait_for(
+        "a replacement pod",
+        lambda: any(p["metadata"]["name"] != victim for p in live_pods(cluster, ns, "victim")),
+        30,
+    )
+    wait_for("all 4 tasks done", lambda: all_done(app, ids), timeout_s=120, every_s=0.5)
+    assert sum(AsyncResult(i, app=app).state == "SUCCESS" for i in ids) == 4
+
+
+def test_a_broker_outage_holds_replicas_reports_degraded_and_recovers(
+    crd_installed: ControlPlane, loop_ns: str, broker: RedisServer, operator: OperatorProcess
+) -> None:
+    cluster, ns = crd_installed, loop_ns
+    start_pool(cluster, ns, "outage", operator, minReplicas=2)
+    wait_for("2 replicas", lambda: replicas(cluster, ns, "outage") == 2, 30)
+    broker.stop()
+    try:
+        degraded = wait_for(
+            "Degraded=True",
+            lambda: (
+                (c := condition(cluster, ns, "outage", "Degraded")) and c["status"] == "True" and c
+            ),
+            timeout_s=30,
+            every_s=0.5,
+        )
+        assert degraded["reason"] in ("BrokerUnavailable", "SignalsStale")
+        time.sleep(10)
+        assert replicas(cluster, ns, "outage") == 2
+    finally:
+        broker.start()
+    wait_for(
+        "Degraded=False after the broker is back",
+        lambda: (c := condition(cluster, ns, "outage", "Degraded")) and c["status"] == "False",
+        timeout_s=60,
+        every_s=0.5,
+    )
+    assert replicas(cluster, ns, "outage") == 2
+
+
+def test_killing_the_operator_mid_scale_loses_nothing(
+    crd_installed: ControlPlane, loop_ns: str, broker: RedisServer, operator: OperatorProcess
+) -> None:
+    cluster, ns = crd_installed, loop_ns
+    start_pool(cluster, ns, "phoenix", operator)
+    app = Celery("e2e", broker=broker.url, backend=broker.url)
+    ids = [
+        app.send_task(LONG_JOB, kwargs={"steps": 1, "step_seconds": 1.0}, queue="celery").id
+        for _ in range(30)
+    ]
+    wait_for("scale-up begins", lambda: replicas(cluster, ns, "phoenix") > 1, 20, 0.1)
+    operator.stop(signal.SIGKILL)
+    operator.start()
+    wait_for("all 30 tasks done", lambda: all_done(app, ids), timeout_s=120, every_s=0.5)
+    wait_for(
+        "back to minReplicas",
+        lambda: replicas(cluster, ns, "phoenix") == 1,
+        timeout_s=90,
+        every_s=0.5,
+    )
+    assert sum(AsyncResult(i, app=app).state == "SUCCESS" for i in ids) == 30
+    assert operator.alive(), operator.log_tail()
