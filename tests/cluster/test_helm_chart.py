@@ -427,6 +427,7 @@ def test_cluster_wide_install_grants_what_the_operator_needs_and_nothing_else(
     assert not can("delete", "celeryworkerpools.celeriac.dev", "-n", other)
     assert not can("update", "customresourcedefinitions.apiextensions.k8s.io", "-A")
     assert not can("delete", "nodes", "-A")
+    assert not can("list", "namespaces", "-A")
     assert not can("create", "clusterrolebindings.rbac.authorization.k8s.io", "-A")
     assert not can("create", "rolebindings.rbac.authorization.k8s.io", "-n", other)
     assert not can("create", "pods/exec", "-n", other)
