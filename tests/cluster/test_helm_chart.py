@@ -185,6 +185,49 @@ def test_monitors_scrape_the_metrics_port(helm: Helm) -> None:
     }
 
 
+def test_dashboard_configmap_carries_the_dashboard_json(helm: Helm) -> None:
+    docs = helm.template(
+        "--set", "grafanaDashboard.enabled=true", "--set", "grafanaDashboard.namespace=grafana"
+    )  # fmt: skip
+    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert configmap["metadata"]["namespace"] == "grafana"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    rendered = json.loads(configmap["data"]["celeriac.json"])
+    assert rendered == json.loads((CHART / "dashboards" / "celeriac.json").read_text())
+
+
+def test_network_policy_admits_only_metrics_and_health_and_lets_out_only_dns_apiserver_redis(
+    helm: Helm,
+) -> None:
+    docs = helm.template(
+        "--set", "networkPolicy.enabled=true",
+        "--set-json", 'networkPolicy.ingressFrom=[{"namespaceSelector":{"matchLabels":{"name":"monitoring"}}}]',
+        "--set-json", "networkPolicy.apiServer.ports=[6443]",
+        "--set-json", 'networkPolicy.apiServer.cidrs=["10.0.0.1/32"]',
+        "--set-json", "networkPolicy.redis.ports=[6379,26379]",
+    )  # fmt: skip
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [
+        {
+            "ports": [
+                {"port": "metrics", "protocol": "TCP"},
+                {"port": "health", "protocol": "TCP"},
+            ],
+            "from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        }
+    ]
+    assert spec["egress"] == [
+        {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+        {
+            "ports": [{"port": 6443, "protocol": "TCP"}],
+            "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+        },
+        {"ports": [{"port": 6379, "protocol": "TCP"}, {"port": 26379, "protocol": "TCP"}]},
+    ]
+
+
 def rbac_rules(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [
         (f"{d['kind']}/{d['metadata'].get('namespace', '')}/{d['metadata']['name']}", rule)
