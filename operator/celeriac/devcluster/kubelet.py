@@ -308,7 +308,9 @@ class ProcessKubelet:
             if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "TMPDIR")
         }
         # The venv running this kubelet provides the containers' commands (celery, celeriac).
-        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
+        env["PATH"] = os.pathsep.join(
+            [os.path.dirname(sys.executable), env.get("PATH", os.defpath)]
+        )
         env["HOSTNAME"] = pod.metadata.name
         env["POD_DIR"] = str(pod_dir)
         for var in container.env or []:
