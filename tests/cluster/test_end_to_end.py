@@ -305,3 +305,58 @@ def test_scale_in_removes_idle_pods_and_keeps_the_busy_ones(
         for log in pod_dir.glob("container-*.log"):
             runs += log.read_text(errors="replace").count("long job finished 15 steps")
     assert runs == 2, "a task ran twice (or was lost)"
+
+
+def test_a_cpu_bound_pool_gets_a_narrower_range_live_on_the_pod(
+    crd_installed: ControlPlane, loop_ns: str, broker: RedisServer, operator: OperatorProcess
+) -> None:
+    cluster, ns = crd_installed, loop_ns
+    manifest = pool("hot", minReplicas=1, maxReplicas=1, targetCpuUtilizationPercent=5)
+    manifest["spec"]["queues"] = ["reports"]
+    manifest["spec"]["worker"]["concurrency"] = {"min": 1, "max": 3}
+    manifest["spec"]["template"]["env"].append({"name": "CELERIAC_CPU_LIMIT_CORES", "value": "1"})
+    cluster.kubectl("-n", ns, "apply", "-f", "-", input_text=json.dumps(manifest))
+    wait_for(
+        "the worker reporting",
+        lambda: get(cluster, ns, "cwp", "hot").get("status", {}).get("rangesReporting") == 1,
+        timeout_s=60,
+    )
+    app = Celery("e2e", broker=broker.url, backend=broker.url)
+    ids = [
+        app.send_task(
+            "celeriac_worker.tasks.render_report",
+            kwargs={"title": "t", "pages": 6, "depth": 300},
+            queue="reports",
+        ).id
+        for _ in range(3)
+    ]
+
+    def range_event() -> str | None:
+        events = json.loads(
+            cluster.kubectl(
+                "-n",
+                ns,
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=hot",
+                "-o",
+                "json",
+            )
+        )["items"]
+        return next((e["message"] for e in events if e["reason"] == "RangeApplied"), None)
+
+    message = wait_for("a live range change", range_event, timeout_s=60, every_s=0.5)
+    assert message.startswith("--autoscale 1-1 applied to 1 workers in ")
+    elapsed = float(message.rsplit(" in ", 1)[1].removesuffix(" s"))
+    assert elapsed < 2.0
+    pod = live_pods(cluster, ns, "hot")[0]
+    annotations = get(cluster, ns, "pod", pod["metadata"]["name"])["metadata"]["annotations"]
+    assert annotations["celeriac.dev/autoscale-range"] == "1-1"
+    stats = (
+        app.control.inspect(destination=[f"celery@{pod['metadata']['name']}"], timeout=2).stats()
+        or {}
+    )
+    info = stats[f"celery@{pod['metadata']['name']}"]["autoscaler"]
+    assert (info["min"], info["max"]) == (1, 1)
+    wait_for("the reports done", lambda: all_done(app, ids), timeout_s=120, every_s=0.5)

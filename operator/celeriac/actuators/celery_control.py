@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ class RangeResult:
     confirmed: dict[str, tuple[int, int]]
     unconfirmed: list[str]
     attempts: int
+    elapsed_s: float = 0.0
 
 
 class CeleryControl:
@@ -58,6 +60,7 @@ class CeleryControl:
         range_max: int,
         global_keyprefix: str = "",
     ) -> RangeResult:
+        started = time.monotonic()
         app = self._app(broker_url, global_keyprefix)
         pending = sorted(set(hostnames))
         confirmed: dict[str, tuple[int, int]] = {}
@@ -79,7 +82,7 @@ class CeleryControl:
                 pending,
                 attempts,
             )
-        return RangeResult(confirmed, pending, attempts)
+        return RangeResult(confirmed, pending, attempts, time.monotonic() - started)
 
     def read_ranges(self, app: Celery, hostnames: list[str]) -> dict[str, tuple[int, int]]:
         stats = (

@@ -364,7 +364,8 @@ class PoolReconciler:
             self.emit(
                 "Normal",
                 "RangeApplied",
-                f"--autoscale {value} applied to {len(result.confirmed)} workers",
+                f"--autoscale {value} applied to {len(result.confirmed)} workers "
+                f"in {result.elapsed_s:.2f} s",
             )
         return applied + len(result.confirmed), len(workers)
 
