@@ -278,3 +278,21 @@ def test_prefetch_hoarding_is_warned_once() -> None:
     r.reconcile(REF, spec, kube.statuses[-1], SIGNALS, NOW + 5)
     assert [e[1] for e in events] == ["PrefetchHoarding"]
     assert "may reserve 32 tasks for 8 processes" in events[0][2]
+
+
+def test_grace_period_follows_the_slowest_tasks_within_the_spec_bound() -> None:
+    kube = InMemoryKube(replicas=1, ready=1)
+    slow = load("p1", 1).model_copy(update={"p99_task_seconds": 100.0})
+    signals = PoolSignals(
+        observed_at=NOW,
+        queues=[QueueBacklog(queue="celery", waiting=0, reserved=1)],
+        workers=[slow],
+    )
+    PoolReconciler(kube, wants(1)).reconcile(
+        REF, {**SPEC, "terminationGracePeriodSeconds": 600}, {}, signals, NOW
+    )
+    pod = kube.applied[-1]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 160
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["CELERIAC_SOFT_SHUTDOWN_TIMEOUT"] == "144"
+    assert kube.statuses[-1]["gracePeriodSeconds"] == 160

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -31,9 +33,10 @@ KEY_TTL_S = 60
 class TaskDurations:
     """Mean task duration, seen from the main process when a request finishes."""
 
-    def __init__(self, alpha: float = 0.2) -> None:
+    def __init__(self, alpha: float = 0.2, window: int = 256) -> None:
         self.alpha = alpha
         self.mean_s: float | None = None
+        self.recent: deque[float] = deque(maxlen=window)
         self._lock = threading.Lock()
 
     def observe(self, seconds: float) -> None:
@@ -43,6 +46,16 @@ class TaskDurations:
                 if self.mean_s is None
                 else self.mean_s + self.alpha * (seconds - self.mean_s)
             )
+            self.recent.append(seconds)
+
+    @property
+    def p99_s(self) -> float | None:
+        """99th percentile of the last `window` durations (the operator sizes the grace period on it)."""
+        with self._lock:
+            if not self.recent:
+                return None
+            ordered = sorted(self.recent)
+        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
 
     def install(self) -> None:
         # request.py binds state.task_ready at import; wrap that binding to see every finish.
@@ -88,6 +101,7 @@ class LoadReporter(threading.Thread):
             "cpu_limit_cores": self.env.cpu_limit_cores,
             "processed_total": sum(state.total_count.values()),
             "mean_task_seconds": self.durations.mean_s,
+            "p99_task_seconds": self.durations.p99_s,
             "ts": time.time(),
         }
 

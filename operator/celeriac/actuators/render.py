@@ -58,7 +58,7 @@ def _resources(spec: CeleryWorkerPoolSpec) -> dict[str, dict[str, str]]:
     return out
 
 
-def _env(pool_id: str, spec: CeleryWorkerPoolSpec) -> list[dict[str, Any]]:
+def _env(pool_id: str, spec: CeleryWorkerPoolSpec, grace_s: int) -> list[dict[str, Any]]:
     ref = spec.broker.url_secret_ref
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -76,7 +76,7 @@ def _env(pool_id: str, spec: CeleryWorkerPoolSpec) -> list[dict[str, Any]]:
         {
             # Warm shutdown must end before the kubelet's SIGKILL: leave 10 % for teardown.
             "name": "CELERIAC_SOFT_SHUTDOWN_TIMEOUT",
-            "value": str(max(1, int(spec.termination_grace_period_seconds * 0.9))),
+            "value": str(max(1, int(grace_s * 0.9))),
         },
     ]
     for var in spec.template.env:
@@ -106,15 +106,16 @@ def merge_pod_template(base: dict[str, Any], override: dict[str, Any]) -> dict[s
 
 
 def render_pod_template(
-    pool_name: str, namespace: str, spec: CeleryWorkerPoolSpec
+    pool_name: str, namespace: str, spec: CeleryWorkerPoolSpec, grace_s: int | None = None
 ) -> dict[str, Any]:
     template = spec.template
+    grace = grace_s if grace_s is not None else spec.termination_grace_period_seconds
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": template.image,
         "imagePullPolicy": template.image_pull_policy,
         "args": celery_args(spec),
-        "env": _env(f"{namespace}/{pool_name}", spec),
+        "env": _env(f"{namespace}/{pool_name}", spec, grace),
         "volumeMounts": [{"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -127,7 +128,7 @@ def render_pod_template(
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "terminationGracePeriodSeconds": spec.termination_grace_period_seconds,
+        "terminationGracePeriodSeconds": grace,
         "volumes": [
             {
                 # The worker reads its last applied --autoscale range from here after a restart.
@@ -176,6 +177,7 @@ def render_deployment(
     owner_uid: str,
     spec: CeleryWorkerPoolSpec,
     replicas: int,
+    grace_s: int | None = None,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
@@ -206,6 +208,6 @@ def render_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
             },
-            "template": render_pod_template(pool_name, namespace, spec),
+            "template": render_pod_template(pool_name, namespace, spec, grace_s),
         },
     }

@@ -380,6 +380,9 @@ class CeleryWorkerPoolStatus(Model):
     drain_hold_since: float | None = Field(
         default=None, description="Unix time scale-in started waiting for busy pods."
     )
+    grace_period_seconds: int | None = Field(
+        default=None, description="Pod grace period derived from task durations (p99)."
+    )
     warnings: list[str] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
 

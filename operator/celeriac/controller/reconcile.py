@@ -21,7 +21,7 @@ from celeriac.api.pool import CeleryWorkerPoolSpec, CeleryWorkerPoolStatus
 from celeriac.controller import metrics
 from celeriac.controller.status import Observed, build_status, invalid_spec_status
 from celeriac.policy.model import Decision, Mode, PolicyInput, PolicyMemory, Recommendation
-from celeriac.policy.scale_in import DELETION_COST, PodState, plan_scale_in
+from celeriac.policy.scale_in import DELETION_COST, PodState, grace_period, plan_scale_in
 from celeriac.signals.model import PoolSignals
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,15 @@ class PoolReconciler:
                 ref, spec, decision, current, signals, previous, now
             )
 
+        grace_s = grace_period(
+            spec.termination_grace_period_seconds,
+            [w.p99_task_seconds for w in (signals.workers or []) if w.p99_task_seconds]
+            if signals is not None
+            else [],
+            previous.grace_period_seconds,
+        )
         body = render.render_deployment(
-            ref.name, ref.namespace, ref.uid, spec, decision.desired_replicas
+            ref.name, ref.namespace, ref.uid, spec, decision.desired_replicas, grace_s
         )
         applied = self.kube.apply_deployment(body)
         applied_ready = int(applied.get("status", {}).get("readyReplicas", 0) or 0)
@@ -265,6 +272,7 @@ class PoolReconciler:
                 "ranges_applied": applied_ranges,
                 "ranges_reporting": reporting,
                 "drain_hold_since": drain_hold_since,
+                "grace_period_seconds": grace_s,
                 "warnings": [warning] if warning else [],
             }
         )

@@ -54,6 +54,9 @@ class WorkerLoad(Frozen):
     cpu_limit_cores: float | None = None
     processed_total: int = Field(default=0, ge=0)
     mean_task_seconds: float | None = Field(default=None, ge=0)
+    p99_task_seconds: float | None = Field(
+        default=None, ge=0, description="99th percentile of recent task durations."
+    )
     ts: float = Field(description="Unix time the worker published this.")
 
 
