@@ -321,3 +321,39 @@ def test_metrics_endpoint_reports_decisions(
         f'celeriac_queue_backlog{{namespace="{pool_ns}",pool="metered",queue="metered",state="waiting"}} 0.0'
         in body
     )
+
+
+@pytest.mark.parametrize(
+    ("case", "secret", "message"),
+    [
+        ("missing-key", {"other": "redis://127.0.0.1:6379/0"}, "has no key 'url'"),
+        ("unreachable-broker", {"url": "redis://127.0.0.1:1/0"}, "ConnectionError"),
+        ("garbage-url", {"url": "not a url"}, "ValueError"),
+        ("sentinel-without-master", {"url": "sentinel://127.0.0.1:26379"}, "masterName"),
+        ("unresolvable-host", {"url": "redis://no-such-host.invalid:6379/0"}, "Error"),
+    ],
+)
+def test_a_broken_broker_is_reported_in_status_not_crashed_on(
+    crd_installed: ControlPlane,
+    pool_ns: str,
+    operator: OperatorProcess,
+    case: str,
+    secret: dict[str, str],
+    message: str,
+) -> None:
+    literals = [f"--from-literal={k}={v}" for k, v in secret.items()]
+    crd_installed.kubectl("-n", pool_ns, "create", "secret", "generic", f"b-{case}", *literals)
+    doc = pool_manifest(f"bad-{case}")
+    doc["spec"]["broker"]["urlSecretRef"]["name"] = f"b-{case}"
+    apply(crd_installed, pool_ns, doc)
+
+    def degraded() -> dict[str, Any] | None:
+        s = get(crd_installed, pool_ns, "cwp", f"bad-{case}")
+        conds = {c["type"]: c for c in (s or {}).get("status", {}).get("conditions", [])}
+        d = conds.get("Degraded")
+        return d if d and d["status"] == "True" else None
+
+    cond = wait_for(f"Degraded on {case}", degraded, operator)
+    assert message in cond["message"]
+    assert deployment_replicas(crd_installed, pool_ns, f"bad-{case}") == 1
+    assert operator.alive(), operator.log_tail()

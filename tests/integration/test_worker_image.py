@@ -118,6 +118,22 @@ def test_tasks_posted_through_the_api_run_and_their_results_are_readable(
         assert "queued by celeriac" in mailbox.messages[0]
 
 
+def test_a_body_that_is_not_json_gets_422(api: str) -> None:
+    response = httpx.post(
+        f"{api}/tasks/report",
+        content=b"{pages: 1",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_a_malformed_task_id_is_refused(api: str) -> None:
+    response = httpx.get(f"{api}/tasks/..%2F..%2Fetc%2Fpasswd", timeout=5)
+    assert response.status_code in (404, 422)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
@@ -129,6 +145,23 @@ def test_tasks_posted_through_the_api_run_and_their_results_are_readable(
         ("/tasks/report", {"pages": 0}, "pages"),
         ("/tasks/long", {"steps": 3, "priority": 12}, "priority"),
         ("/tasks/long", {"steps": 3, "shell": "rm -rf /"}, "shell"),
+        ("/tasks/report", {"pages": 10**9}, "pages"),
+        ("/tasks/report", {"pages": "ten"}, "pages"),
+        ("/tasks/long", {"steps": 3, "step_seconds": -1}, "step_seconds"),
+        ("/tasks/long", {"steps": 3, "priority": -1}, "priority"),
+        ("/tasks/email", {"recipient": "a@example.com", "subject": "", "content": "c"}, "subject"),
+        (
+            "/tasks/email",
+            {"recipient": "a@example.com", "subject": "s" * 201, "content": "c"},
+            "subject",
+        ),
+        (
+            "/tasks/email",
+            {"recipient": "a@example.com\nBcc: all@example.com", "subject": "s", "content": "c"},
+            "recipient",
+        ),
+        ("/tasks/email", {"subject": "s", "content": "c"}, "recipient"),
+        ("/tasks/report", {"pages": 1, "depth": 0}, "depth"),
     ],
 )
 def test_a_bad_payload_gets_422_naming_the_field(
