@@ -142,7 +142,7 @@ def test_the_valid_pool_is_accepted_and_defaulted(
     got = json.loads(crd_installed.kubectl("-n", namespace, "get", "cwp", "p", "-o", "json"))
     spec = got["spec"]
     assert spec["scaling"]["minReplicas"] == 1
-    assert spec["scaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120
+    assert spec["scaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
     assert spec["worker"]["concurrency"] == {"min": 1, "max": 4}
     assert spec["broker"]["urlSecretRef"]["key"] == "url"
     assert spec["broker"]["transport"]["prioritySteps"] == [0, 3, 6, 9]

@@ -89,11 +89,18 @@ def test_scale_up_without_panic_obeys_the_rate_policy() -> None:
     assert d.limited_by == "scaleUp policy"
 
 
-def test_no_scale_down_during_panic() -> None:
+def test_no_scale_down_during_panic_while_work_waits() -> None:
     mem = PolicyMemory(panic_until=NOW + 30)
-    d = run(signals(waiting=0), current=5, memory=mem)
+    d = run(signals(waiting=5), current=5, memory=mem)
     assert d.desired_replicas == 5
     assert d.mode == Mode.PANIC
+
+
+def test_an_empty_queue_ends_panic() -> None:
+    mem = PolicyMemory(panic_until=NOW + 30)
+    d = run(signals(waiting=0), current=5, memory=mem)
+    assert d.mode == Mode.NORMAL
+    assert d.memory.panic_until is None
 
 
 def test_scale_down_waits_for_the_stabilization_window() -> None:

@@ -161,9 +161,11 @@ def decide(inp: PolicyInput) -> Decision:
     drain = waiting * service / target
     slots = max(keep_up + drain, float(running), float(backlog - waiting))
     oldest = sig.oldest_age_s
-    if oldest is not None and oldest > target and current > 0:
-        # Tasks already wait longer than the target: the estimate is short, grow at least that much.
-        slots = max(slots, current * slots_per_pod * min(2.0, oldest / target))
+    if oldest is not None and oldest > target and 0 < inp.ready_replicas >= current:
+        # Tasks already wait longer than the target with every pod up: the estimate is short,
+        # grow by the lateness (at most 2x). Not while pods are still starting: their capacity
+        # is on its way, and boosting again each tick would compound into an overshoot.
+        slots = max(slots, inp.ready_replicas * slots_per_pod * min(2.0, oldest / target))
     raw = math.ceil(slots / slots_per_pod - 1e-9) if slots > 0 else 0
 
     mode = Mode.NORMAL
@@ -190,6 +192,9 @@ def decide(inp: PolicyInput) -> Decision:
     panic_until = mem.panic_until
     if slots / capacity >= scaling.panic_threshold and raw > current:
         panic_until = now + max(PANIC_HOLD_S, float(scaling.panic_window_seconds))
+    if waiting == 0 and raw <= current:
+        # The queue is empty: what panic protects (queued work on too few pods) is over.
+        panic_until = None
     panicking = panic_until is not None and now < panic_until
     if panicking:
         mode = Mode.PANIC
