@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import sys
 
 from celeriac.controller.settings import OperatorSettings
@@ -41,9 +42,14 @@ def run_operator(settings: OperatorSettings) -> int:
     configure_logging(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
+    priority = settings.peering_priority
+    if priority is None:
+        # Replicas sharing a priority all pause (kopf's conflict rule): make them differ.
+        priority = secrets.randbelow(1_000_000) + 1
     kopf.run(
         standalone=settings.peering is None,
         peering_name=settings.peering,
+        priority=priority,
         namespaces=settings.namespaces,
         clusterwide=not settings.namespaces,
         liveness_endpoint=(

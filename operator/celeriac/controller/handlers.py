@@ -26,6 +26,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP)
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    settings.peering.lifetime = runtime.settings.peering_lifetime_s
     await runtime.start()
 
 

@@ -24,6 +24,18 @@ class OperatorSettings(BaseSettings):
     peering: str | None = Field(
         default=None, description="kopf peering name for HA; unset runs standalone."
     )
+    peering_priority: int | None = Field(
+        default=None,
+        ge=0,
+        description="kopf peering priority; unset picks a random one, because kopf pauses every "
+        "replica when two share a priority.",
+    )
+    peering_lifetime_s: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="How long a silent peer counts as alive (failover time).",
+    )
     batch_window_s: float = Field(
         default=0.05,
         ge=0,
