@@ -45,3 +45,15 @@ def test_a_deployment_gets_a_replicaset_and_running_pods(
 def test_the_crd_is_established_and_served(crd_installed: ControlPlane) -> None:
     resources = crd_installed.kubectl("api-resources", "--api-group=celeriac.dev", "-o", "name")
     assert resources.split() == ["celeryworkerpools.celeriac.dev"]
+
+
+def test_pod_metrics_report_a_cluster_without_metrics_server(cluster: ControlPlane) -> None:
+    from kubernetes import client
+
+    from celeriac.signals.pod_metrics import PodMetricsReader
+
+    reader = PodMetricsReader(client.CustomObjectsApi(cluster.api_client()))
+    pods, error = reader.read("default", "app=x")
+    assert pods is None
+    assert error is not None
+    assert "metrics.k8s.io/v1beta1 is not served by this cluster (HTTP 404)" in error

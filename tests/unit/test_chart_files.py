@@ -101,6 +101,7 @@ def test_every_env_var_the_chart_sets_is_an_operator_setting() -> None:
         "HEALTH_PORT",
         "LOG_FORMAT",
         "LOG_LEVEL",
+        "POD_METRICS",
         "PEERING",
     ]
     assert {n.lower() for n in names} <= set(OperatorSettings.model_fields)

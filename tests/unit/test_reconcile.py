@@ -296,3 +296,19 @@ def test_grace_period_follows_the_slowest_tasks_within_the_spec_bound() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["CELERIAC_SOFT_SHUTDOWN_TIMEOUT"] == "144"
     assert kube.statuses[-1]["gracePeriodSeconds"] == 160
+
+
+def test_status_cpu_falls_back_to_metrics_server() -> None:
+    from celeriac.signals.model import PodCPU
+
+    kube = InMemoryKube(replicas=2, ready=2)
+    signals = PoolSignals(
+        observed_at=NOW,
+        queues=[],
+        pod_cpu=[
+            PodCPU(pod="a", cpu_millicores=500, ts=NOW),
+            PodCPU(pod="b", cpu_millicores=300, ts=NOW),
+        ],
+    )
+    PoolReconciler(kube, wants(2)).reconcile(REF, SPEC, {}, signals, NOW)
+    assert kube.statuses[-1]["cpuPercent"] == 40

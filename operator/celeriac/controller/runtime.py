@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from celeriac.actuators import render
 from celeriac.actuators.celery_control import CeleryControl
 from celeriac.actuators.kube import Kube, SecretError, load_config
 from celeriac.controller import gather, metrics
@@ -19,6 +20,7 @@ from celeriac.controller.reconcile import PoolReconciler, PoolRef, parse_spec
 from celeriac.controller.settings import OperatorSettings
 from celeriac.policy import decide
 from celeriac.signals.model import PoolSignals
+from celeriac.signals.pod_metrics import PodMetricsReader
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class Runtime:
     loop: asyncio.AbstractEventLoop | None = None
     queries: dict[str, gather.Query] = field(default_factory=dict)
     control: CeleryControl = field(default_factory=CeleryControl)
+    pod_metrics: PodMetricsReader | None = None
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -45,6 +48,7 @@ class Runtime:
             settings=settings,
             kube=kube,
             batcher=Batcher(gather.read_many, settings.batch_window_s),
+            pod_metrics=PodMetricsReader(kube.custom) if settings.pod_metrics else None,
         )
 
     async def start(self) -> None:
@@ -137,7 +141,13 @@ class Runtime:
             self.queries[ref.pool_id] = query
             if self.watcher is not None:
                 self.watcher.update(list(self.queries.values()))
-        return await self.batcher.read(query), url
+        signals = await self.batcher.read(query)
+        if self.pod_metrics is not None:
+            pods, error = await asyncio.to_thread(
+                self.pod_metrics.read, ref.namespace, render.selector_string(ref.name)
+            )
+            signals = signals.model_copy(update={"pod_cpu": pods, "pod_cpu_error": error})
+        return signals, url
 
     def _broker_url(self, namespace: str, name: str, key: str) -> str:
         cache_key = (namespace, name, key)

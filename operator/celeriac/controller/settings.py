@@ -42,6 +42,9 @@ class OperatorSettings(BaseSettings):
         le=5,
         description="How long reads of due pools are gathered into one batch.",
     )
+    pod_metrics: bool = Field(
+        default=True, description="Also read pod CPU from metrics.k8s.io (metrics-server)."
+    )
     wakeup: bool = Field(
         default=True, description="React to new work within a second (Redis keyspace events)."
     )

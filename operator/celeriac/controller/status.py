@@ -83,6 +83,9 @@ def _cpu_percent(signals: PoolSignals | None) -> int | None:
         values = [w.cpu_percent for w in signals.workers if w.cpu_percent is not None]
         if values:
             return round(sum(values) / len(values))
+    if signals.pod_cpu:
+        # metrics-server's view when workers do not report: 100 = one core, as above.
+        return round(sum(p.cpu_millicores for p in signals.pod_cpu) / len(signals.pod_cpu) / 10)
     return None
 
 
