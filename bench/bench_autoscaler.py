@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 
 from celery import Celery  # noqa: E402
 from tests.support.redis_server import running_redis  # noqa: E402
-from tests.support.worker_process import WorkerFactory, autoscaler_info, wait_for  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
+from tests.support.worker_process import WorkerFactory, autoscaler_info  # noqa: E402
 
 WORKLOADS = {
     "sleep 50 ms": ("celeriac_worker.tasks.long_job", {"steps": 1, "step_seconds": 0.05}, "celery"),

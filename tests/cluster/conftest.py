@@ -11,6 +11,7 @@ import pytest
 from celeriac.api.crd import CRD_FILE
 from celeriac.devcluster.controlplane import ControlPlane
 from celeriac.devcluster.kubelet import ProcessKubelet
+from tests.support.redis_server import RedisServer, running_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,3 +52,10 @@ def namespace(cluster: ControlPlane) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def process_kubelet(cluster: ControlPlane) -> ProcessKubelet:
     return cluster.start_process_kubelet()
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RedisServer]:
+    """A real redis-server as the pools' broker, one per test module."""
+    with running_redis() as server:
+        yield server

@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 
 from celeriac.devcluster.controlplane import ControlPlane
-
-
-def _wait_for(predicate_desc: str, fn, timeout_s: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(
-        f"timed out after {timeout_s} s waiting for {predicate_desc}; last: {last!r}"
-    )
+from tests.support.waiting import wait_for
 
 
 def test_apiserver_reports_the_built_version(cluster: ControlPlane) -> None:
@@ -36,7 +23,7 @@ def test_a_deployment_gets_a_replicaset_and_running_pods(
         phases = [p["status"].get("phase") for p in pods]
         return phases if phases.count("Running") == 3 else []
 
-    _wait_for("3 Running pods", running)
+    wait_for("3 Running pods", running, timeout_s=60)
     rs = json.loads(cluster.kubectl("-n", namespace, "get", "rs", "-o", "json"))["items"]
     assert len(rs) == 1
     assert rs[0]["metadata"]["ownerReferences"][0]["name"] == "web"

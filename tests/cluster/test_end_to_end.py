@@ -18,16 +18,10 @@ from celery.result import AsyncResult
 from celeriac.devcluster.controlplane import ControlPlane
 from celeriac.devcluster.kubelet import ProcessKubelet, placement
 from tests.support.operator_process import OperatorProcess
-from tests.support.redis_server import RedisServer, running_redis
-from tests.support.worker_process import wait_for
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_for
 
 LONG_JOB = "celeriac_worker.tasks.long_job"
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,11 @@ import pytest
 from celery import Celery
 
 from celeriac.devcluster.controlplane import ControlPlane
+from tests.support import waiting
 from tests.support.operator_process import OperatorProcess
-from tests.support.redis_server import RedisServer, running_redis
+from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +32,8 @@ def operator(
 
 
 def wait_for(what: str, fn: Callable[[], T], op: OperatorProcess, timeout_s: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(
-        f"timed out after {timeout_s} s waiting for {what}; last: {last!r}\n"
-        f"--- operator log ---\n{op.log_tail()}"
+    return waiting.wait_for(
+        what, fn, timeout_s, 0.25, lambda: f"--- operator log ---\n{op.log_tail()}"
     )
 
 

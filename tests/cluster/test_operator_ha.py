@@ -10,7 +10,7 @@ from pathlib import Path
 from celeriac.devcluster.controlplane import ControlPlane
 from tests.support.operator_process import OperatorProcess
 from tests.support.redis_server import running_redis
-from tests.support.worker_process import wait_for
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LIFETIME_S = 8

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from celeriac.devcluster.controlplane import ControlPlane
 from celeriac.devcluster.kubelet import ProcessKubelet, placement
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, fn: Callable[[], T], timeout_s: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
-
+from tests.support.waiting import wait_for
 
 SCRIPT = """
 import os, signal, sys, time

@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from celery import Celery
@@ -17,20 +16,9 @@ from celery import Celery
 from celeriac.signals.reader import BacklogReader, PoolQuery
 from celeriac.signals.wakeup import WakeupListener
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-def wait_for(what: str, fn: Callable[[], T], timeout_s: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
 
 
 def producer(url: str, prefix: str = "") -> Celery:

@@ -18,12 +18,12 @@ from celery.result import AsyncResult
 from celeriac.signals.model import WorkerLoad
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.smtp_sink import smtp_sink
+from tests.support.waiting import wait_for
 from tests.support.worker_process import (
     ROOT,
     WorkerFactory,
     autoscaler_info,
     control_app,
-    wait_for,
 )
 
 LONG_JOB = "celeriac_worker.tasks.long_job"
