@@ -1,0 +1,138 @@
+"""The backlog reader over TLS (rediss://) and through Redis Sentinel, against real servers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from celeriac.devcluster.certs import create_pki
+from celeriac.signals.reader import BacklogReader, PoolQuery
+from tests.support.redis_server import free_port, running_redis
+from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    pki = create_pki(tmp_path / "pki")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(pki.serving_cert),
+            "--tls-key-file",
+            str(pki.serving_key),
+            "--tls-ca-cert-file",
+            str(pki.ca_cert),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={pki.ca_cert}"
+        wait_for("TLS redis", lambda: _pings(url), timeout_s=10)
+        yield port, pki.ca_cert
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def test_backlog_over_tls(tls_redis: tuple[int, Path]) -> None:
+    port, ca = tls_redis
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    redis.Redis.from_url(url).lpush("celery", b"{}", b"{}")
+    got = BacklogReader().read([PoolQuery(pool_id="ns/tls", broker_url=url, queues=("celery",))])[
+        "ns/tls"
+    ]
+    assert got.backlog_error is None
+    assert got.backlog == 2
+
+
+def test_tls_with_an_unknown_ca_is_an_error_not_a_zero(tls_redis: tuple[int, Path]) -> None:
+    port, _ = tls_redis
+    got = BacklogReader(timeout_s=1).read(
+        [PoolQuery(pool_id="ns/tls", broker_url=f"rediss://127.0.0.1:{port}/0", queues=("celery",))]
+    )["ns/tls"]
+    assert got.queues is None
+    assert got.backlog_error is not None
+    assert "certificate verify failed" in got.backlog_error
+
+
+@pytest.fixture
+def sentinel(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    with running_redis() as master:
+        port = free_port()
+        conf = tmp_path / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+            f"dir {tmp_path}\n"
+        )
+        proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for("sentinel", lambda: _sentinel_knows(port), timeout_s=15)
+            yield port, master.port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _sentinel_knows(port: int) -> bool:
+    try:
+        return (
+            redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name("mymaster")
+            is not None
+        )
+    except (redis.RedisError, OSError):
+        return False
+
+
+def test_backlog_through_sentinel(sentinel: tuple[int, int]) -> None:
+    sentinel_port, master_port = sentinel
+    redis.Redis(port=master_port).lpush("jobs", b"{}", b"{}", b"{}")
+    query = PoolQuery(
+        pool_id="ns/s",
+        broker_url=f"sentinel://127.0.0.1:{sentinel_port}/0;sentinel://127.0.0.1:{sentinel_port}/0",
+        queues=("jobs",),
+        master_name="mymaster",
+    )
+    got = BacklogReader().read([query])["ns/s"]
+    assert got.backlog_error is None
+    assert got.backlog == 3
+
+
+def test_sentinel_without_a_master_name_says_so() -> None:
+    started = time.monotonic()
+    got = BacklogReader().read(
+        [PoolQuery(pool_id="ns/s", broker_url="sentinel://127.0.0.1:1/0", queues=("jobs",))]
+    )["ns/s"]
+    assert got.queues is None
+    assert got.backlog_error is not None
+    assert "spec.broker.transport.masterName" in got.backlog_error
+    assert time.monotonic() - started < 1.0
