@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from celeriac.sim.engine import SimConfig, SimResult, simulate  # noqa: E402
+from celeriac.sim.engine import SimConfig, simulate  # noqa: E402
+from celeriac.sim.metrics import SimResult  # noqa: E402
 from celeriac.sim.policies import POLICY_NAMES, make_policy  # noqa: E402
 from workloads import SHAPES  # noqa: E402
 
@@ -28,9 +29,9 @@ def plot(shape: str, results: dict[str, SimResult], path: Path) -> None:
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     for name, result in results.items():
-        t = [p[0] for p in result.timeline]
-        top.step(t, [p[1] for p in result.timeline], where="post", label=name, linewidth=1.2)
-        bottom.plot(t, [p[3] for p in result.timeline], label=name, linewidth=1.0)
+        t = [p.t for p in result.timeline]
+        top.step(t, [p.replicas for p in result.timeline], where="post", label=name, linewidth=1.2)
+        bottom.plot(t, [p.oldest_wait_s for p in result.timeline], label=name, linewidth=1.0)
     top.set_ylabel("replicas")
     top.set_title(f"{shape}: replicas and oldest queue wait per policy (seed 1)")
     bottom.set_ylabel("oldest waiting task (s)")
@@ -44,7 +45,7 @@ def plot(shape: str, results: dict[str, SimResult], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--slo-wait", type=float, default=10.0)
     parser.add_argument("--pod-startup", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=4)

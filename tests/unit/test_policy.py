@@ -6,7 +6,16 @@ from typing import Any
 
 from celeriac.api.pool import Concurrency, Scaling
 from celeriac.policy import decide
-from celeriac.policy.model import Decision, Mode, PolicyInput, PolicyMemory, Recommendation
+from celeriac.policy.estimate import steady_rate
+from celeriac.policy.model import (
+    ArrivalSample,
+    Decision,
+    Mode,
+    PolicyInput,
+    PolicyMemory,
+    Recommendation,
+    ScaleEvent,
+)
 from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 
 NOW = 1_000_000.0
@@ -51,7 +60,11 @@ def worker(
 
 
 def run(
-    sig: PoolSignals, current: int, memory: PolicyMemory | None = None, **scaling: Any
+    sig: PoolSignals,
+    current: int,
+    memory: PolicyMemory | None = None,
+    ready: int | None = None,
+    **scaling: Any,
 ) -> Decision:
     return decide(
         PolicyInput(
@@ -60,7 +73,7 @@ def run(
             concurrency=Concurrency(min=1, max=4),
             signals=sig,
             current_replicas=current,
-            ready_replicas=current,
+            ready_replicas=current if ready is None else ready,
             memory=memory or PolicyMemory(),
         )
     )
@@ -74,16 +87,68 @@ def test_backlog_is_sized_to_start_within_the_wait_target() -> None:
 
 
 def test_a_burst_panics_and_scales_up_past_the_rate_policy() -> None:
+    # 400 waiting, 1 s each: the ready pod runs 4 x 30 s (default start-up) = 120 of them before
+    # a new pod is up; the 280 left, started within 10 s, need 28 slots: 4 + 28 = 32 -> 8 pods.
     d = run(signals(waiting=400), current=1, targetQueueWaitSeconds=10, maxReplicas=20)
     assert d.mode == Mode.PANIC
-    assert d.desired_replicas == 10
+    assert d.desired_replicas == 8
     assert d.memory.panic_until == NOW + 60
+    assert d.reason == "panic: backlog 400 tasks: 1 -> 8 pods"
+
+
+def test_new_pods_are_sized_with_the_learned_start_up_time() -> None:
+    # Pods took 10 s to start: the ready pod runs only 40 before help comes; 360 left -> 36 + 4.
+    mem = PolicyMemory(startup_s=10.0)
+    d = run(signals(waiting=400), current=1, memory=mem, targetQueueWaitSeconds=10, maxReplicas=20)
+    assert d.desired_replicas == 10
+
+
+def test_no_new_pods_when_the_fleet_clears_the_backlog_before_one_could_start() -> None:
+    # 120 waiting need 24 slots to start within 5 s, but 20 ready slots run 600 in 30 s.
+    d = run(signals(waiting=120), current=5, targetQueueWaitSeconds=5, maxReplicas=20)
+    assert d.desired_replicas == 5
+    assert d.mode == Mode.NORMAL
+
+
+def test_pods_still_starting_count_as_half_their_capacity() -> None:
+    # 1 ready + 4 starting = 4 + 8 slots x 30 s = 360 served; 400 - 360 = 40 left -> 20 + 4 slots.
+    d = run(signals(waiting=400), current=5, ready=1, targetQueueWaitSeconds=10, maxReplicas=20)
+    assert d.desired_replicas == 6
+
+
+def test_start_up_time_is_learned_from_the_scale_up_that_asked_for_the_pods() -> None:
+    mem = PolicyMemory(
+        last_ready=2, scale_events=[ScaleEvent(t=NOW - 25, from_replicas=2, to_replicas=4)]
+    )
+    d = run(signals(waiting=0), current=4, memory=mem)
+    assert d.memory.startup_s == 25.0
+
+
+def test_a_one_off_dump_is_backlog_not_an_arrival_rate() -> None:
+    # Six 10 s buckets at 1 task/s, one of which also received 5000 tasks at once.
+    samples = [ArrivalSample(t=NOW - 5 - 10 * i, arrivals=10.0, dt=10.0) for i in range(6)]
+    samples[2] = ArrivalSample(t=NOW - 25, arrivals=5010.0, dt=10.0)
+    assert steady_rate(samples, NOW) == 1.0
+
+
+def test_a_drained_backlog_does_not_hold_its_pods_through_the_window() -> None:
+    # The window remembers the steady need (1 pod), not the drain that needed 8: shed 50 %.
+    mem = PolicyMemory(recommendations=[Recommendation(t=NOW - 30, replicas=1)])
+    d = run(signals(waiting=0), current=8, memory=mem)
+    assert d.desired_replicas == 4
+    assert d.limited_by == "scaleDown policy"
 
 
 def test_scale_up_without_panic_obeys_the_rate_policy() -> None:
-    # 2 -> 7 wanted is 3.5x: below the panic threshold of 4; +100 % / +4 pods per 15 s caps it at 6.
+    # Pods start in 5 s: 8 ready slots run 40, 230 left -> 8 + 23 slots = 8 pods, 3.9x: below the
+    # panic threshold of 4; +100 % / +4 pods per 15 s caps it at 6.
     d = run(
-        signals(waiting=270), current=2, targetQueueWaitSeconds=10, maxReplicas=20, panicThreshold=4
+        signals(waiting=270),
+        current=2,
+        memory=PolicyMemory(startup_s=5.0),
+        targetQueueWaitSeconds=10,
+        maxReplicas=20,
+        panicThreshold=4,
     )
     assert d.desired_replicas == 6
     assert d.limited_by == "scaleUp policy"
@@ -173,6 +238,12 @@ def test_paused_keeps_everything() -> None:
     assert (d.desired_replicas, d.mode) == (2, Mode.PAUSED)
 
 
-def test_old_tasks_grow_the_pool_even_when_the_estimate_is_low() -> None:
-    d = run(signals(waiting=2, oldest=60), current=2, targetQueueWaitSeconds=10)
-    assert d.desired_replicas == 4
+def test_the_reason_names_backlog_wait_and_the_change() -> None:
+    d = run(
+        signals(waiting=400, oldest=45),
+        current=1,
+        memory=PolicyMemory(startup_s=10.0),
+        targetQueueWaitSeconds=30,
+        panicThreshold=10,
+    )
+    assert d.reason == "backlog 400 tasks, wait 45s > 30s target: 1 -> 4 pods"

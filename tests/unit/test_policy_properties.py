@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 
 from celeriac.api.pool import Concurrency, Scaling
 from celeriac.policy import decide
-from celeriac.policy.model import Mode, PolicyInput, PolicyMemory, Recommendation
+from celeriac.policy.model import (
+    ArrivalSample,
+    Mode,
+    PolicyInput,
+    PolicyMemory,
+    Recommendation,
+    ScaleEvent,
+)
 from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 
 NOW = 2_000_000.0
@@ -59,6 +66,26 @@ def inputs(draw: st.DrawFn, stale: bool | None = None) -> PolicyInput:
         ],
         last_busy_at=draw(st.one_of(st.none(), st.floats(NOW - 5000, NOW))),
         panic_until=draw(st.one_of(st.none(), st.floats(NOW - 100, NOW + 100))),
+        scale_events=[
+            ScaleEvent(
+                t=NOW - draw(st.floats(0.5, 120)),
+                from_replicas=draw(st.integers(0, 40)),
+                to_replicas=draw(st.integers(0, 40)),
+            )
+            for _ in range(draw(st.integers(0, 3)))
+        ],
+        arrivals=[
+            ArrivalSample(
+                t=NOW - draw(st.floats(0.5, 90)),
+                arrivals=draw(st.floats(0, 10_000)),
+                dt=draw(st.floats(0.5, 10)),
+            )
+            for _ in range(draw(st.integers(0, 8)))
+        ],
+        last_backlog=draw(st.one_of(st.none(), st.integers(0, 100_000))),
+        last_t=draw(st.one_of(st.none(), st.floats(NOW - 30, NOW - 0.5))),
+        startup_s=draw(st.one_of(st.none(), st.floats(0.5, 600))),
+        service_s=draw(st.one_of(st.none(), st.floats(0.001, 600))),
     )
     return PolicyInput(
         now=NOW,
@@ -99,18 +126,30 @@ def test_range_stays_within_the_concurrency_bounds(inp: PolicyInput) -> None:
     assert inp.concurrency.min <= d.range_min <= d.range_max <= inp.concurrency.max
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(inputs(stale=False))
-def test_scale_down_never_sheds_more_than_half_a_minute(inp: PolicyInput) -> None:
+def test_scale_down_sheds_at_most_half_per_30_s_counting_recent_scale_downs(
+    inp: PolicyInput,
+) -> None:
     d = decide(inp)
-    # Only maxReplicas itself may cut deeper (a lowered max applies at once).
-    if (
-        inp.scaling.min_replicas
-        < d.desired_replicas
-        < inp.current_replicas
-        <= inp.scaling.max_replicas
-    ):
-        assert d.desired_replicas >= inp.current_replicas // 2
+    current = inp.current_replicas
+    # The default policy is -50 % per 30 s, measured from the size 30 s ago (HPA semantics).
+    shed = sum(
+        e.from_replicas - e.to_replicas
+        for e in inp.memory.scale_events
+        if inp.now - e.t < 30 and e.to_replicas < e.from_replicas
+    )
+    # Only maxReplicas and minReplicas override it (a lowered max applies at once).
+    if inp.scaling.min_replicas < d.desired_replicas < current <= inp.scaling.max_replicas:
+        assert d.desired_replicas >= min(current, (current + shed) // 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(inputs(stale=False))
+def test_no_scale_down_while_panicking_with_work_waiting(inp: PolicyInput) -> None:
+    d = decide(inp)
+    if d.mode == Mode.PANIC:
+        assert d.desired_replicas >= min(inp.current_replicas, inp.scaling.max_replicas)
 
 
 @settings(max_examples=200, deadline=None)

@@ -13,59 +13,18 @@ from __future__ import annotations
 import math
 
 from celeriac.api.pool import HPAScalingPolicy, ScalingRules
+from celeriac.policy.estimate import DEFAULT_SERVICE_S, DEFAULT_STARTUP_S, measure, short_rate
 from celeriac.policy.model import (
     Decision,
     Mode,
     PolicyInput,
-    PolicyMemory,
     Recommendation,
     ScaleEvent,
 )
 
-DEFAULT_SERVICE_S = 1.0  # until workers report their task durations
 TARGET_UTILIZATION = 0.85  # rho: keep-up slots run at most this busy
-EWMA_ALPHA = 0.3
 PANIC_HOLD_S = 60.0  # Knative's stable window: panic lasts this long after its last trigger
 HISTORY_S = 1800.0
-
-
-def _ewma(previous: float | None, sample: float) -> float:
-    return sample if previous is None else previous + EWMA_ALPHA * (sample - previous)
-
-
-def _measure(inp: PolicyInput) -> PolicyMemory:
-    """Fold this tick's readings into smoothed arrival rate and service time."""
-    mem = inp.memory
-    sig = inp.signals
-    backlog = sig.backlog or 0
-    workers = sig.workers or []
-    completed = sum(w.processed_total for w in workers) if workers else None
-    durations = [(w.mean_task_seconds, w.pool_size) for w in workers if w.mean_task_seconds]
-    service = mem.service_s
-    if durations:
-        weight = sum(max(n, 1) for _, n in durations)
-        sample = sum(d * max(n, 1) for d, n in durations if d is not None) / weight
-        service = _ewma(service, sample)
-    rate = mem.arrival_rate_per_s
-    if mem.last_t is not None and inp.now > mem.last_t and mem.last_backlog is not None:
-        dt = inp.now - mem.last_t
-        done = 0
-        if completed is not None and mem.last_completed_total is not None:
-            # A restarted or removed worker resets its counter: count no negative completions.
-            done = max(0, completed - mem.last_completed_total)
-        arrivals = max(0.0, (backlog - mem.last_backlog) + done)
-        rate = _ewma(rate, arrivals / dt)
-    busy = backlog > 0 or any(w.running for w in workers)
-    return mem.model_copy(
-        update={
-            "arrival_rate_per_s": rate,
-            "service_s": service,
-            "last_completed_total": completed,
-            "last_backlog": backlog,
-            "last_t": inp.now,
-            "last_busy_at": inp.now if busy else mem.last_busy_at,
-        }
-    )
 
 
 def pod_range(inp: PolicyInput, previous_max: int | None) -> tuple[int, int, str | None]:
@@ -147,31 +106,53 @@ def decide(inp: PolicyInput) -> Decision:
             memory=inp.memory,
         )
 
-    mem = _measure(inp)
+    mem = measure(inp)
     range_min, range_max, cpu_note = pod_range(inp, inp.memory.range_max)
-    slots_per_pod = max(range_max, 1)
+    per_pod = max(range_max, 1)
 
     waiting = sig.waiting or 0
     backlog = sig.backlog or 0
     running = sum(w.running for w in (sig.workers or []))
     service = mem.service_s or DEFAULT_SERVICE_S
-    rate = mem.arrival_rate_per_s or 0.0
     target = scaling.target_queue_wait_seconds
+    rate = mem.arrival_rate_per_s or 0.0
+    # The panic window's rate and its second half's: a burst shows in the latter seconds sooner.
+    panic_s = scaling.panic_window_seconds
+    burst_rate = max(
+        rate, short_rate(mem.arrivals, now, panic_s), short_rate(mem.arrivals, now, panic_s / 2)
+    )
     keep_up = rate * service / TARGET_UTILIZATION
-    drain = waiting * service / target
-    slots = max(keep_up + drain, float(running), float(backlog - waiting))
+    # Work in hand (running or prefetched) is never left without its slot.
+    in_hand = max(float(running), float(backlog - waiting))
+    slots = max(in_hand, keep_up + waiting * service / target)
+    have = current * per_pod
+    if slots > have:
+        # A pod asked for now serves only after start-up: size new pods for what will still
+        # wait then, given the pods that are ready or already starting.
+        startup = mem.startup_s or DEFAULT_STARTUP_S
+        ready_slots = min(inp.ready_replicas, current) * per_pod
+        starting_slots = have - ready_slots
+        served = (ready_slots + starting_slots / 2) * startup / service
+        later = waiting + burst_rate * startup - served
+        slots = (
+            max(have, burst_rate * service / TARGET_UTILIZATION) + later * service / target
+            if later > 0
+            else max(float(have), in_hand)
+        )
     oldest = sig.oldest_age_s
-    if oldest is not None and oldest > target and 0 < inp.ready_replicas >= current:
-        # Tasks already wait longer than the target with every pod up: the estimate is short,
-        # grow by the lateness (at most 2x). Not while pods are still starting: their capacity
-        # is on its way, and boosting again each tick would compound into an overshoot.
-        slots = max(slots, inp.ready_replicas * slots_per_pod * min(2.0, oldest / target))
-    raw = math.ceil(slots / slots_per_pod - 1e-9) if slots > 0 else 0
+    raw = math.ceil(slots / per_pod - 1e-9) if slots > 0 else 0
+    # The stabilization window remembers what the pool needs once its backlog is gone, not the
+    # transient drain, so capacity added for a backlog leaves once it is worked off.
+    # Work in hand counts up to half again the keep-up need: enough that Poisson noise does not
+    # flap the pool, too little for a drained backlog to hold its pods through the window.
+    steady = max(keep_up, min(in_hand, 1.5 * keep_up))
+    steady_pods = min(raw, math.ceil(steady / per_pod - 1e-9))
 
     mode = Mode.NORMAL
-    reason_parts = [f"backlog {backlog}"]
+    reason_parts = [f"backlog {backlog} tasks"]
     if oldest is not None:
-        reason_parts.append(f"oldest {oldest:.0f}s/{target:.0f}s")
+        late = ">" if oldest > target else "<="
+        reason_parts.append(f"wait {oldest:.0f}s {late} {target:.0f}s target")
     if cpu_note:
         reason_parts.append(cpu_note)
 
@@ -188,9 +169,9 @@ def decide(inp: PolicyInput) -> Decision:
         raw = max(raw, 1)
 
     # Panic: demand far above capacity scales up at once and blocks scale-down for a while.
-    capacity = max(current, 1) * slots_per_pod
     panic_until = mem.panic_until
-    if slots / capacity >= scaling.panic_threshold and raw > current:
+    demand = max(slots, burst_rate * service / TARGET_UTILIZATION)
+    if demand / max(have, per_pod) >= scaling.panic_threshold and raw > current:
         panic_until = now + max(PANIC_HOLD_S, float(scaling.panic_window_seconds))
     if waiting == 0 and raw <= current:
         # The queue is empty: what panic protects (queued work on too few pods) is over.
@@ -199,7 +180,7 @@ def decide(inp: PolicyInput) -> Decision:
     if panicking:
         mode = Mode.PANIC
     recs = [r for r in mem.recommendations if now - r.t <= HISTORY_S] + [
-        Recommendation(t=now, replicas=raw)
+        Recommendation(t=now, replicas=steady_pods)
     ]
 
     desired = raw
@@ -207,20 +188,17 @@ def decide(inp: PolicyInput) -> Decision:
     behavior = scaling.behavior
     events = [e for e in mem.scale_events if now - e.t <= HISTORY_S]
     if raw > current:
-        window = [
-            r.replicas for r in recs if now - r.t <= behavior.scale_up.stabilization_window_seconds
-        ]
-        desired = max(current, min(window)) if window and not panicking else raw
+        up_s = behavior.scale_up.stabilization_window_seconds
+        # The window holds past recommendations and this tick's need as computed now.
+        window = [*(r.replicas for r in recs[:-1] if now - r.t <= up_s), raw]
+        desired = raw if panicking else max(current, min(window))
         limit = None if panicking else _rate_limit(behavior.scale_up, current, events, now, up=True)
         if limit is not None and desired > limit:
             desired, limited_by = max(limit, current), "scaleUp policy"
     elif raw < current:
-        window = [
-            r.replicas
-            for r in recs
-            if now - r.t <= behavior.scale_down.stabilization_window_seconds
-        ]
-        desired = min(current, max(window)) if window else raw
+        down_s = behavior.scale_down.stabilization_window_seconds
+        window = [*(r.replicas for r in recs[:-1] if now - r.t <= down_s), raw]
+        desired = min(current, max(window))
         if desired > raw:
             limited_by = "scaleDown stabilization"
         if panicking:

@@ -29,6 +29,14 @@ class ScaleEvent(Frozen):
     to_replicas: int
 
 
+class ArrivalSample(Frozen):
+    """Tasks that arrived in the `dt` seconds before `t` (backlog growth plus completions)."""
+
+    t: float
+    arrivals: float
+    dt: float
+
+
 class PolicyMemory(Frozen):
     """What the policy needs to remember between ticks; persisted in the pool's status."""
 
@@ -43,6 +51,13 @@ class PolicyMemory(Frozen):
     last_backlog: int | None = None
     last_t: float | None = None
     range_max: int | None = Field(default=None, description="Per-pod range maximum last decided.")
+    arrivals: list[ArrivalSample] = Field(
+        default_factory=list, description="Recent arrivals per tick, for windowed rates."
+    )
+    startup_s: float | None = Field(
+        default=None, description="Smoothed time from asking for a pod to it being ready."
+    )
+    last_ready: int | None = None
 
 
 class PolicyInput(Frozen):

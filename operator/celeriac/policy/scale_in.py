@@ -14,6 +14,7 @@ from dataclasses import dataclass
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # Busy pods cost at least this much, so any idle pod goes before any busy one.
 BUSY_BASE_COST = 1_000_000
+IDLE_COST = 1000
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,17 @@ class ScaleInPlan:
 
 
 def deletion_cost(pod: PodState, now: float) -> int:
-    """Idle and not-ready pods are cheapest; among busy ones, more running tasks cost more.
+    """Not-ready pods are cheapest, then idle ones; busy ones cost more the more they run.
 
-    Within a class, older pods cost more: they have warmed caches and are less likely to
-    be the ones a just-finished burst added.
+    The value depends only on readiness and the running count, so it changes (and costs a
+    pod PATCH) only when a pod's load does, not as time passes.
     """
-    age_s = max(0, int(now - pod.created_at))
-    age_part = min(age_s, 86_399)
+    del now  # kept for symmetry with plan_scale_in: the cost does not age
     if not pod.ready:
         return 0
     if not pod.running:
-        # Unknown load counts as idle only once the pod is ready and silent: a starting pod is cheap.
-        return 100_000 + age_part
-    return BUSY_BASE_COST + pod.running * 100_000 + age_part
+        return IDLE_COST
+    return BUSY_BASE_COST + min(pod.running, 1000) * 1000
 
 
 def plan_scale_in(

@@ -1,1 +1,1 @@
-"""A discrete-time simulator of a Celery queue and a worker fleet, for comparing policies."""
+"""A discrete-event simulator of a Celery queue and a worker fleet, for comparing policies."""

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from celeriac.sim.engine import SimConfig, simulate
 from celeriac.sim.policies import POLICY_NAMES, make_policy
@@ -13,6 +14,7 @@ from celeriac.sim.trace import TraceError, load_trace
 
 COLUMNS = (
     "policy",
+    "tasks",
     "slo_attainment",
     "wait_p50_s",
     "wait_p95_s",
@@ -34,6 +36,7 @@ def _run(args: argparse.Namespace) -> int:
         prefetch_multiplier=args.prefetch,
         pod_startup_s=args.pod_startup,
         slo_wait_s=args.slo_wait,
+        max_replicas=args.max_replicas,
     )
     names = POLICY_NAMES if args.compare else (args.policy,)
     rows = []
@@ -43,10 +46,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows if args.compare else rows[0]))
         return 0
-    print(" | ".join(COLUMNS))
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS]
+    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
     for row in rows:
-        print(" | ".join(str(row[c]) for c in COLUMNS))
+        print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
     return 0
+
+
+def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise argparse.ArgumentTypeError(f"{text} must be {bound}")
+        return value
+
+    return parse
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,10 +78,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--policy", choices=POLICY_NAMES, default="celeriac")
     parser.add_argument("--compare", action="store_true", help="run every policy and print a table")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--slo-wait", type=float, default=10.0, help="queue-wait SLO in seconds")
     parser.add_argument(
-        "--pod-startup", type=float, default=20.0, help="seconds from pod request to ready"
+        "--slo-wait", type=_positive(float), default=10.0, help="queue-wait SLO in seconds"
     )
-    parser.add_argument("--concurrency", type=int, default=4, help="worker processes per pod")
-    parser.add_argument("--prefetch", type=int, default=1, help="worker_prefetch_multiplier")
+    parser.add_argument(
+        "--pod-startup",
+        type=_positive(float, allow_zero=True),
+        default=20.0,
+        help="seconds from pod request to ready",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive(int), default=4, help="worker processes per pod"
+    )
+    parser.add_argument(
+        "--prefetch", type=_positive(int), default=1, help="worker_prefetch_multiplier"
+    )
+    parser.add_argument(
+        "--max-replicas", type=_positive(int), default=100, help="most pods any policy may have"
+    )
     parser.set_defaults(func=_run)

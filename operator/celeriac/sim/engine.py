@@ -1,22 +1,39 @@
-"""A time-stepped simulation of one Celery queue and a fleet of worker pods.
+"""A discrete-event simulation of one Celery queue on Redis and a fleet of worker pods.
 
-What it models, because it decides the outcome: pods take `pod_startup_s` to become ready
-and are billed from the moment they are requested until their warm shutdown ends; each pod
-runs as many tasks as its process count (the in-process `--autoscale` range maximum) and
-prefetches up to `prefetch_multiplier` x that, where Redis' `LLEN` no longer sees them; a pod
-asked to stop takes no new task, hands its prefetched ones back and finishes what runs. Which
-pod goes first on scale-in is the policy's: idle-first (pod-deletion-cost) or youngest-first
-(the ReplicaSet's default when nothing says otherwise).
+What it models, because it decides the outcome:
+- pods take `pod_startup_s` from request to ready and are billed from request until their
+  warm shutdown ends (Pending, Starting, Ready, Terminating);
+- each pod runs Celery's in-process autoscaler: it prefetches up to range_max x
+  `prefetch_multiplier` messages, forks processes up to range_max as soon as it holds that
+  many tasks, and shrinks towards range_min once `keepalive_s` passed since it last grew,
+  never killing a busy process (celery/worker/autoscale.py, billiard);
+- the broker hands a message to the consumer that has waited longest (BRPOP), from the
+  highest-priority sub-list first (kombu priority steps; step 0 is the plain list, the only
+  one a LLEN on the queue name sees);
+- a pod asked to stop takes no new task, hands its prefetched ones back to the head of the
+  queue, finishes what runs, then goes (SIGTERM: warm shutdown).
+Which pod goes on scale-in is the policy's: idle-first (pod-deletion-cost, what the operator
+sets) or youngest-first (the ReplicaSet's default).
 """
 
 from __future__ import annotations
 
-import math
+import heapq
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from celeriac.sim.metrics import SimResult, TimelinePoint
 from celeriac.sim.trace import Task
+
+PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis default
+GIVE_UP_AFTER_S = 86_400.0
+# From LPUSH to the operator's reconcile on a keyspace-notification wake-up: the median
+# measured by bench/bench_reaction.py (bench/results/reaction.md).
+WAKE_LATENCY_S = 0.5
+# Same-time events: finished tasks free slots before new pods, arrivals and ticks see them.
+_DONE, _READY, _TICK = 0, 1, 2
 
 
 @dataclass
@@ -24,16 +41,34 @@ class Pod:
     id: int
     requested_at: float
     ready_at: float
-    processes: int
-    running: list[tuple[float, int]] = field(default_factory=list)  # (finish time, task index)
-    reserved: deque[int] = field(default_factory=deque)
+    range_min: int
+    range_max: int
+    processes: int = 0
+    running: int = 0
+    reserved: deque[int] = field(default_factory=deque)  # prefetched, not started
+    last_grow_s: float = 0.0
     stopping: bool = False
-    stopped_at: float | None = None
+    gone_at: float | None = None
     processed: int = 0
-    busy_s: float = 0.0
+    service_done_s: float = 0.0
+    waiting_for_work: bool = False  # blocked in BRPOP
+    # Busy and available process-seconds while ready, since the last tick: CPU as HPA sees it.
+    busy_area: float = 0.0
+    slot_area: float = 0.0
+    mark_t: float = 0.0
 
-    def ready(self, now: float) -> bool:
+    def flush(self, now: float) -> None:
+        self.busy_area += self.running * (now - self.mark_t)
+        if not self.stopping:
+            self.slot_area += self.range_max * max(0.0, now - max(self.mark_t, self.ready_at))
+        self.mark_t = now
+
+    def is_ready(self, now: float) -> bool:
         return now >= self.ready_at and not self.stopping
+
+    @property
+    def held(self) -> int:
+        return self.running + len(self.reserved)
 
 
 @dataclass(frozen=True)
@@ -41,27 +76,42 @@ class View:
     """What a policy may observe at a tick."""
 
     now: float
-    llen: int  # the Redis list only
-    reserved: int  # prefetched + running: the unacked hash
+    llen: int  # the plain Redis list only: what `LLEN <queue>` returns
+    waiting: int  # every priority sub-list
+    reserved: int  # prefetched + running: the unacked hash under acks_late
     running: int
     oldest_wait_s: float | None
-    pods: list[Pod]
+    pods: list[Pod]  # live, not terminating
+    terminating: list[Pod]  # still finishing their tasks
     replicas: int
     ready: int
-    processes: int  # per pod, as last set
     completed: int
     mean_service_s: float | None
-    busy_fraction: float  # busy processes / all processes of ready pods, over the last tick
+    busy_fraction: float  # busy processes / range_max of ready pods, averaged since last tick
+
+
+@dataclass(frozen=True)
+class Target:
+    replicas: int
+    range_min: int
+    range_max: int
 
 
 class Policy(Protocol):
-    name: str
-    interval_s: float
-    idle_first: bool
-
-    def decide(self, view: View) -> tuple[int, int]:
-        """(replicas, processes per pod)."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def interval_s(self) -> float: ...
+    @property
+    def idle_first(self) -> bool: ...
+    @property
+    def initial_replicas(self) -> int: ...
+    @property
+    def wake_interval_s(self) -> float | None:
+        """Ticks early on new work, at most this often (the operator's keyspace wake-up)."""
         ...
+
+    def decide(self, view: View) -> Target: ...
 
 
 @dataclass
@@ -70,163 +120,255 @@ class SimConfig:
     prefetch_multiplier: int = 1
     pod_startup_s: float = 20.0
     slo_wait_s: float = 10.0
-    dt_s: float = 0.25
-    initial_replicas: int = 1
+    keepalive_s: float = 30.0
     max_replicas: int = 100
     drain_tail_s: float = 300.0
 
 
-@dataclass
-class SimResult:
-    policy: str
-    tasks: int
-    waits: list[float]
-    pod_seconds: float
-    scaling_actions: int
-    max_replicas: int
-    timeline: list[tuple[float, int, int, float]]  # (t, replicas, waiting, oldest wait)
-    slo_wait_s: float
+class Simulation:
+    def __init__(self, tasks: list[Task], policy: Policy, config: SimConfig) -> None:
+        self.tasks = tasks
+        self.policy = policy
+        self.cfg = config
+        self.queues: dict[int, deque[int]] = {step: deque() for step in PRIORITY_STEPS}
+        self.waits: list[float] = [float("inf")] * len(tasks)
+        self.events: list[tuple[float, int, int, int, int]] = []  # (t, kind, seq, pod, task)
+        self.seq = 0
+        self.pods: dict[int, Pod] = {}
+        self.gone: list[Pod] = []
+        self.hungry: deque[Pod] = deque()
+        self.range = (config.concurrency, config.concurrency)
+        self.completed = 0
+        self.service_done = 0.0
+        self.actions = 0
+        self.requeued = 0
+        self.max_replicas = 0
+        self.timeline: list[TimelinePoint] = []
+        self.tick_generation = 0
+        self.last_tick_s = 0.0
+        self.next_tick_s = 0.0
+        self.wake_pending = False
 
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.waits)
-        if not ordered:
-            return 0.0
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    # Event plumbing.
+    def push(self, t: float, kind: int, pod: int = -1, task: int = -1) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, kind, self.seq, pod, task))
 
-    def summary(self) -> dict[str, float | int | str]:
-        met = sum(1 for w in self.waits if w <= self.slo_wait_s)
-        return {
-            "policy": self.policy,
-            "tasks": self.tasks,
-            "slo_wait_s": self.slo_wait_s,
-            "slo_attainment": round(met / max(1, self.tasks), 4),
-            "wait_p50_s": round(self.percentile(0.50), 2),
-            "wait_p95_s": round(self.percentile(0.95), 2),
-            "wait_p99_s": round(self.percentile(0.99), 2),
-            "pod_seconds": round(self.pod_seconds, 1),
-            "scaling_actions": self.scaling_actions,
-            "max_replicas": self.max_replicas,
-        }
+    # The broker.
+    def waiting(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def pop_task(self) -> int | None:
+        for step in PRIORITY_STEPS:
+            if self.queues[step]:
+                return self.queues[step].popleft()
+        return None
+
+    def enqueue(self, i: int, front: bool = False) -> None:
+        step = PRIORITY_STEPS[bisect_right(PRIORITY_STEPS, self.tasks[i].priority) - 1]
+        if front:
+            self.queues[step].appendleft(i)
+        else:
+            self.queues[step].append(i)
+
+    def oldest_wait(self, now: float) -> float | None:
+        heads = [self.tasks[q[0]].enqueue_s for q in self.queues.values() if q]
+        return now - min(heads) if heads else None
+
+    # A worker.
+    def wants_more(self, pod: Pod, now: float) -> bool:
+        limit = pod.range_max * max(self.cfg.prefetch_multiplier, 1)
+        return pod.is_ready(now) and pod.held < max(limit, 1)
+
+    def offer(self, pod: Pod, now: float) -> None:
+        if not pod.waiting_for_work and self.wants_more(pod, now):
+            pod.waiting_for_work = True
+            self.hungry.append(pod)
+
+    def start_tasks(self, pod: Pod, now: float) -> None:
+        qty = pod.held
+        if min(qty, pod.range_max) > pod.processes:
+            pod.processes = min(qty, pod.range_max)
+            pod.last_grow_s = now
+        while pod.reserved and pod.running < pod.processes:
+            i = pod.reserved.popleft()
+            self.waits[i] = now - self.tasks[i].enqueue_s
+            pod.flush(now)
+            pod.running += 1
+            self.push(now + self.tasks[i].service_s, _DONE, pod.id, i)
+
+    def shrink_idle(self, pod: Pod, now: float) -> None:
+        if now - pod.last_grow_s >= self.cfg.keepalive_s:
+            floor = max(pod.held, pod.range_min, pod.running)
+            pod.processes = min(pod.processes, max(floor, 0))
+
+    def dispatch(self, now: float) -> None:
+        while self.hungry and self.waiting():
+            pod = self.hungry.popleft()
+            pod.waiting_for_work = False
+            if pod.gone_at is not None or not self.wants_more(pod, now):
+                continue
+            task = self.pop_task()
+            assert task is not None
+            pod.reserved.append(task)
+            self.start_tasks(pod, now)
+            self.offer(pod, now)
+
+    # Fleet changes.
+    def apply(self, target: Target, now: float) -> None:
+        rmin = max(0, min(target.range_min, target.range_max))
+        rmax = max(1, target.range_max)
+        if (rmin, rmax) != self.range:
+            self.range = (rmin, rmax)
+            for pod in self.pods.values():
+                if not pod.stopping:
+                    # Autoscaler.update(): the new max applies at once; busy processes stay.
+                    pod.flush(now)
+                    pod.range_min, pod.range_max = rmin, rmax
+                    pod.processes = max(min(pod.processes, rmax), pod.running, rmin)
+                    self.start_tasks(pod, now)
+                    self.offer(pod, now)
+        live = [p for p in self.pods.values() if not p.stopping]
+        want = max(0, min(self.cfg.max_replicas, target.replicas))
+        if want != len(live):
+            self.actions += 1
+        for _ in range(want - len(live)):
+            pid = len(self.pods) + len(self.gone)
+            pod = Pod(pid, now, now + self.cfg.pod_startup_s, rmin, rmax, processes=rmin)
+            self.pods[pid] = pod
+            self.push(pod.ready_at, _READY, pid)
+        if want < len(live):
+            if self.policy.idle_first:
+                order = sorted(live, key=lambda p: (p.is_ready(now), p.held, p.requested_at))
+            else:
+                order = sorted(live, key=lambda p: -p.requested_at)
+            for pod in order[: len(live) - want]:
+                self.stop(pod, now)
+        self.max_replicas = max(self.max_replicas, want)
+
+    def stop(self, pod: Pod, now: float) -> None:
+        pod.flush(now)
+        pod.stopping = True
+        self.requeued += len(pod.reserved)
+        for i in reversed(pod.reserved):
+            self.enqueue(i, front=True)
+        pod.reserved.clear()
+        if pod.running == 0:
+            self.retire(pod, now)
+
+    def retire(self, pod: Pod, now: float) -> None:
+        pod.gone_at = now
+        del self.pods[pod.id]
+        self.gone.append(pod)
+
+    def wake(self, now: float) -> None:
+        """New work wakes the policy early, no more often than its wake interval."""
+        interval = self.policy.wake_interval_s
+        if interval is None or self.wake_pending:
+            return
+        due = max(now + WAKE_LATENCY_S, self.last_tick_s + interval)
+        if due < self.next_tick_s:
+            self.tick_generation += 1
+            self.wake_pending = True
+            self.push(due, _TICK, self.tick_generation)
+
+    def view(self, now: float) -> View:
+        live = [p for p in self.pods.values() if not p.stopping]
+        ready = [p for p in live if p.is_ready(now)]
+        busy_area = slot_area = 0.0
+        for pod in self.pods.values():
+            pod.flush(now)
+            busy_area += pod.busy_area
+            slot_area += pod.slot_area
+            pod.busy_area = pod.slot_area = 0.0
+        busy = busy_area / slot_area if slot_area else 0.0
+        return View(
+            now=now,
+            llen=len(self.queues[PRIORITY_STEPS[0]]),
+            waiting=self.waiting(),
+            reserved=sum(p.held for p in self.pods.values()),
+            running=sum(p.running for p in self.pods.values()),
+            oldest_wait_s=self.oldest_wait(now),
+            pods=live,
+            terminating=[p for p in self.pods.values() if p.stopping],
+            replicas=len(live),
+            ready=len(ready),
+            completed=self.completed,
+            mean_service_s=self.service_done / self.completed if self.completed else None,
+            busy_fraction=busy,
+        )
+
+    def run(self) -> SimResult:
+        tasks, cfg = self.tasks, self.cfg
+        start = self.policy.initial_replicas
+        for _ in range(start):
+            pid = len(self.pods)
+            self.pods[pid] = Pod(pid, 0.0, 0.0, cfg.concurrency, cfg.concurrency, cfg.concurrency)
+        for pod in self.pods.values():
+            self.offer(pod, 0.0)
+        self.max_replicas = start
+        self.push(0.0, _TICK, 0)
+        end = (tasks[-1].enqueue_s if tasks else 0.0) + cfg.drain_tail_s
+        next_task, now = 0, 0.0
+        while self.events:
+            t_event = self.events[0][0]
+            if next_task < len(tasks) and tasks[next_task].enqueue_s <= t_event:
+                now = tasks[next_task].enqueue_s
+                self.enqueue(next_task)
+                next_task += 1
+                self.dispatch(now)
+                self.wake(now)
+                continue
+            now, kind, _, pod_id, task_id = heapq.heappop(self.events)
+            if kind == _DONE:
+                pod = self.pods[pod_id]
+                task = tasks[task_id]
+                pod.flush(now)
+                pod.running -= 1
+                pod.processed += 1
+                pod.service_done_s += task.service_s
+                self.completed += 1
+                self.service_done += task.service_s
+                if pod.stopping and pod.running == 0:
+                    self.retire(pod, now)
+                    continue
+                self.start_tasks(pod, now)
+                self.shrink_idle(pod, now)
+                self.offer(pod, now)
+            elif kind == _READY:
+                pod_or_none = self.pods.get(pod_id)
+                if pod_or_none is not None and not pod_or_none.stopping:
+                    self.offer(pod_or_none, now)
+            elif pod_id == self.tick_generation:
+                self.last_tick_s = now
+                self.wake_pending = False
+                for pod in self.pods.values():
+                    self.shrink_idle(pod, now)
+                view = self.view(now)
+                self.apply(self.policy.decide(view), now)
+                live = [p for p in self.pods.values() if not p.stopping]
+                self.timeline.append(
+                    TimelinePoint(now, len(live), view.waiting, view.oldest_wait_s or 0.0)
+                )
+                done = next_task >= len(tasks) and self.completed == len(tasks)
+                # A policy that never serves the queue ends the run a day late, its tasks unserved.
+                if not (done and now >= end) and now < end + GIVE_UP_AFTER_S:
+                    self.next_tick_s = now + self.policy.interval_s
+                    self.push(self.next_tick_s, _TICK, self.tick_generation)
+            self.dispatch(now)
+        for pod in list(self.pods.values()):
+            self.retire(pod, now)
+        return SimResult(
+            policy=self.policy.name,
+            waits=self.waits,
+            pod_seconds=sum((p.gone_at or now) - p.requested_at for p in self.gone),
+            scaling_actions=self.actions,
+            max_replicas=self.max_replicas,
+            requeued=self.requeued,
+            timeline=self.timeline,
+            slo_wait_s=cfg.slo_wait_s,
+        )
 
 
 def simulate(tasks: list[Task], policy: Policy, config: SimConfig) -> SimResult:
-    cfg = config
-    queue: deque[int] = deque()
-    waits: list[float | None] = [None] * len(tasks)
-    initial = int(getattr(policy, "initial_replicas", cfg.initial_replicas))
-    pods: list[Pod] = [Pod(i, 0.0, 0.0, cfg.concurrency) for i in range(initial)]
-    gone: list[Pod] = []
-    next_task = 0
-    now = 0.0
-    next_tick = 0.0
-    processes = cfg.concurrency
-    actions = 0
-    max_replicas = len(pods)
-    completed = 0
-    service_done = 0.0
-    busy_acc = 0.0
-    slots_acc = 0.0
-    timeline: list[tuple[float, int, int, float]] = []
-    pod_ids = len(pods)
-    end = (tasks[-1].enqueue_s if tasks else 0.0) + cfg.drain_tail_s
-    while now <= end or queue or any(p.running or p.reserved for p in pods):
-        while next_task < len(tasks) and tasks[next_task].enqueue_s <= now:
-            queue.append(next_task)
-            next_task += 1
-        for pod in pods:
-            if pod.running:
-                still = [(f, i) for f, i in pod.running if f > now]
-                done = len(pod.running) - len(still)
-                if done:
-                    for _f, i in pod.running:
-                        if _f <= now:
-                            service_done += tasks[i].service_s
-                    completed += done
-                    pod.processed += done
-                    pod.running = still
-        # Warm shutdown ends when nothing runs any more.
-        for pod in pods:
-            if pod.stopping and not pod.running and pod.stopped_at is None:
-                pod.stopped_at = now
-        for pod in [p for p in pods if p.stopped_at is not None]:
-            pods.remove(pod)
-            gone.append(pod)
-        # Dispatch: prefetch into ready pods (round-robin, like BRPOP across consumers), then run.
-        ready = [p for p in pods if p.ready(now)]
-        limit = processes * cfg.prefetch_multiplier
-        progress = True
-        while queue and progress:
-            progress = False
-            for pod in ready:
-                if queue and len(pod.running) + len(pod.reserved) < max(limit, processes):
-                    pod.reserved.append(queue.popleft())
-                    progress = True
-        for pod in ready:
-            while pod.reserved and len(pod.running) < pod.processes:
-                i = pod.reserved.popleft()
-                waits[i] = now - tasks[i].enqueue_s
-                pod.running.append((now + tasks[i].service_s, i))
-        busy_acc += sum(len(p.running) for p in ready) * cfg.dt_s
-        slots_acc += sum(p.processes for p in ready) * cfg.dt_s
-
-        if now >= next_tick:
-            oldest = now - tasks[queue[0]].enqueue_s if queue else None
-            view = View(
-                now=now,
-                llen=len(queue),
-                reserved=sum(len(p.running) + len(p.reserved) for p in pods),
-                running=sum(len(p.running) for p in pods),
-                oldest_wait_s=oldest,
-                pods=[p for p in pods if not p.stopping],
-                replicas=sum(1 for p in pods if not p.stopping),
-                ready=len(ready),
-                processes=processes,
-                completed=completed,
-                mean_service_s=service_done / completed if completed else None,
-                busy_fraction=busy_acc / slots_acc if slots_acc else 0.0,
-            )
-            busy_acc = slots_acc = 0.0
-            want, processes = policy.decide(view)
-            want = max(0, min(cfg.max_replicas, want))
-            processes = max(1, processes)
-            for pod in pods:
-                if pod.processes != processes and not pod.stopping:
-                    pod.processes = processes
-            live = [p for p in pods if not p.stopping]
-            if want != len(live):
-                actions += 1
-            if want > len(live):
-                for _ in range(want - len(live)):
-                    pods.append(Pod(pod_ids, now, now + cfg.pod_startup_s, processes))
-                    pod_ids += 1
-            elif want < len(live):
-                if policy.idle_first:
-                    order = sorted(
-                        live, key=lambda p: (now >= p.ready_at, len(p.running), p.requested_at)
-                    )
-                else:
-                    order = sorted(live, key=lambda p: -p.requested_at)
-                for pod in order[: len(live) - want]:
-                    pod.stopping = True
-                    # Prefetched tasks go back to the head of the queue.
-                    queue.extendleft(reversed(pod.reserved))
-                    pod.reserved.clear()
-            max_replicas = max(max_replicas, sum(1 for p in pods if not p.stopping))
-            timeline.append(
-                (now, sum(1 for p in pods if not p.stopping), len(queue), oldest or 0.0)
-            )
-            next_tick = now + policy.interval_s
-        now += cfg.dt_s
-        if now > end + 86_400:
-            break
-    pod_seconds = sum(((p.stopped_at or now) - p.requested_at) for p in gone + pods)
-    return SimResult(
-        policy=policy.name,
-        tasks=len(tasks),
-        waits=[w if w is not None else float("inf") for w in waits],
-        pod_seconds=pod_seconds,
-        scaling_actions=actions,
-        max_replicas=max_replicas,
-        timeline=timeline,
-        slo_wait_s=cfg.slo_wait_s,
-    )
+    return Simulation(tasks, policy, config).run()
