@@ -44,6 +44,9 @@ class InMemoryKube:
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
         self.annotations.setdefault(name, {}).update(annotations)
+        for pod in self.pods:
+            if pod["metadata"]["name"] == name:
+                pod["metadata"].setdefault("annotations", {}).update(annotations)
 
 
 def ready_pod(name: str) -> dict[str, Any]:
@@ -226,15 +229,20 @@ def test_scale_in_ranks_idle_pods_first_and_holds_busy_ones() -> None:
         queues=[QueueBacklog(queue="celery", waiting=0, reserved=2)],
         workers=[load("busy-a", 1), load("busy-b", 1), load("idle", 0)],
     )
-    PoolReconciler(kube, wants(1)).reconcile(REF, SPEC, {}, signals, NOW)
+    reconciler = PoolReconciler(kube, wants(1))
+    reconciler.reconcile(REF, SPEC, {}, signals, NOW)
+    # First the pods are ranked, and the scale-in waits for the ReplicaSet to see the ranks.
     assert kube.deployment is not None
-    assert kube.deployment["spec"]["replicas"] == 2
+    assert kube.deployment["spec"]["replicas"] == 3
+    assert kube.statuses[-1]["reason"].endswith("ranking pods before scale-in")
     costs = {
         n: int(a["controller.kubernetes.io/pod-deletion-cost"]) for n, a in kube.annotations.items()
     }
     assert min(costs, key=lambda n: costs[n]) == "idle"
+    reconciler.reconcile(REF, SPEC, kube.statuses[-1], signals, NOW + 5)
+    assert kube.deployment["spec"]["replicas"] == 2
     status = kube.statuses[-1]
-    assert status["drainHoldSince"] == NOW
+    assert status["drainHoldSince"] == NOW + 5
     assert status["reason"].endswith("holding 2 replicas while 2 pods finish running tasks")
 
 

@@ -215,7 +215,7 @@ class PoolReconciler:
             )
 
         drain_hold_since: float | None = None
-        if current is not None and decision.desired_replicas < current:
+        if current is not None and signals is not None and signals.workers is not None:
             decision, drain_hold_since = self._drain_aware(
                 ref, spec, decision, current, signals, previous, now
             )
@@ -286,13 +286,18 @@ class PoolReconciler:
         spec: CeleryWorkerPoolSpec,
         decision: Decision,
         current: int,
-        signals: PoolSignals | None,
+        signals: PoolSignals,
         previous: CeleryWorkerPoolStatus,
         now: float,
     ) -> tuple[Decision, float | None]:
-        """Rank pods for the ReplicaSet's deletion and hold busy ones until the drain deadline."""
+        """Keep every pod's deletion cost current; scale in only over pods already ranked.
+
+        The ReplicaSet controller reads pod-deletion-cost from its informer cache, so a cost
+        written in the same moment as a lower replica count may not be seen: a scale-in waits
+        one tick whenever a ranking had to change. Busy pods are held until the drain deadline.
+        """
         pods = self.kube.list_pods(ref.namespace, render.selector_string(ref.name))
-        running = {w.pod: w.running for w in (signals.workers or [])} if signals else {}
+        running = {w.pod: w.running for w in (signals.workers or [])}
         states = [
             PodState(
                 name=p["metadata"]["name"],
@@ -303,24 +308,38 @@ class PoolReconciler:
             for p in pods
             if not p["metadata"].get("deletionTimestamp")
         ]
-        waiting = signals.waiting if signals is not None else None
         busy_since = previous.drain_hold_since or now
         plan = plan_scale_in(
             states,
             current,
             decision.desired_replicas,
             # Only running tasks left: what is reserved is on the busy pods themselves.
-            backlog_gone=waiting == 0,
+            backlog_gone=signals.waiting == 0,
             busy_since=busy_since,
             drain_deadline_s=spec.scaling.drain_deadline_seconds,
             now=now,
         )
+        reranked = False
         for p in pods:
             name = p["metadata"]["name"]
             cost = plan.deletion_costs.get(name)
             have = (p["metadata"].get("annotations") or {}).get(DELETION_COST)
             if cost is not None and have != str(cost):
                 self.kube.annotate_pod(ref.namespace, name, {DELETION_COST: str(cost)})
+                reranked = True
+        if decision.desired_replicas >= current:
+            return decision, None
+        if reranked:
+            return (
+                decision.model_copy(
+                    update={
+                        "desired_replicas": current,
+                        "reason": f"{decision.reason}; ranking pods before scale-in",
+                        "limited_by": "drain",
+                    }
+                ),
+                previous.drain_hold_since,
+            )
         if plan.allowed_replicas == decision.desired_replicas:
             return decision, None
         held = decision.model_copy(

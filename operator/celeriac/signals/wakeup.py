@@ -72,6 +72,11 @@ class _ServerListener(threading.Thread):
                 )
                 self.channels = {}
                 self._halt.wait(1.0)
+            except ValueError as exc:
+                # A URL redis-py cannot use: the pool's status already says so (the reader fails
+                # the same way); wake-ups for it stop until the operator restarts.
+                log.warning("no wake-ups for %s: %s", self.url.split("@")[-1], exc)
+                return
 
     def _listen(self) -> None:
         client = connect(self.url, self.master_name, timeout_s=5.0)
