@@ -20,6 +20,15 @@ from celeriac.sim.metrics import SimResult  # noqa: E402
 from celeriac.sim.policies import POLICY_NAMES, make_policy  # noqa: E402
 from workloads import SHAPES  # noqa: E402
 
+MEETS_SLO = 0.95
+
+
+def goal(ours: dict[str, float], theirs: dict[str, float]) -> str:
+    ratio = ours["pod_seconds"] / theirs["pod_seconds"]
+    as_often = ours["slo_attainment"] >= theirs["slo_attainment"]
+    much_more = ours["slo_attainment"] >= theirs["slo_attainment"] + 0.10
+    return "met" if (as_often and ratio <= 0.8) or (much_more and ratio <= 1.0) else "missed"
+
 
 def plot(shape: str, results: dict[str, SimResult], path: Path) -> None:
     import matplotlib
@@ -60,8 +69,15 @@ def main() -> int:
         "# Policies compared in the simulator",
         "",
         f"SLO: queue wait <= {args.slo_wait:.0f} s; pod start-up {args.pod_startup:.0f} s; {args.concurrency} processes per pod;",
-        f"prefetch multiplier 1; means over {args.seeds} seeds (the same traces for every policy);",
+        f"prefetch multiplier 1; at most 100 pods; means over {args.seeds} seeds (the same traces for every policy);",
         "`python bench/run_policies.py`. Ratios are celeriac's pod-seconds over the other policy's.",
+        "",
+        "Each policy runs with its published defaults: celeriac with the CRD's (latency target = SLO/2,",
+        "5 s tick plus the keyspace wake-up, min 1); keda with min 0, listLength 5, 30 s polling, 300 s",
+        "cooldown (LLEN only: it scales a busy pool to zero when the list stays empty, see steady);",
+        "keda-tuned with listLength = processes, 5 s polling, min 1, 60 s scale-down window; kpa with",
+        "Knative's windows and scale to zero. The oracle knows every arrival and is a fluid bound, not an",
+        "exact optimum, so a policy can land slightly under it. Plots: first seed.",
         "",
     ]
     ratio_rows = []
@@ -106,17 +122,28 @@ def main() -> int:
                 f"| {m['pod_seconds']:.0f} | {m['scaling_actions']:.0f} | {m['max_replicas']:.0f} |"
             )
         c = means["celeriac"]
+        verdicts = [goal(c, means[name]) for name in ("keda", "keda-tuned")]
+        oracle_ratio = c["pod_seconds"] / means["oracle"]["pod_seconds"]
+        verdicts.append(
+            ("met" if oracle_ratio <= 1.25 else "missed")
+            if c["slo_attainment"] >= MEETS_SLO
+            else "n/a (SLO not met)"
+        )
         ratio_rows.append(
             f"| {shape} | {c['slo_attainment']:.1%} | {means['keda']['slo_attainment']:.1%} | {means['keda-tuned']['slo_attainment']:.1%} "
             f"| {c['pod_seconds'] / means['keda']['pod_seconds']:.2f} | {c['pod_seconds'] / means['keda-tuned']['pod_seconds']:.2f} "
-            f"| {c['pod_seconds'] / means['oracle']['pod_seconds']:.2f} |"
+            f"| {oracle_ratio:.2f} | {' / '.join(verdicts)} |"
         )
         lines.append("")
     lines += [
         "## celeriac against KEDA and the oracle",
         "",
-        "| shape | celeriac SLO | keda SLO | keda-tuned SLO | pods vs keda | pods vs keda-tuned | pods vs oracle |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "Goal: SLO met at least as often as keda (keda-tuned) with at most 0.8x its pod-seconds, or",
+        "10 points more often at no more cost; within 1.25x the oracle's pod-seconds where celeriac",
+        f"meets the SLO (>= {MEETS_SLO:.0%} of tasks within it).",
+        "",
+        "| shape | celeriac SLO | keda SLO | keda-tuned SLO | pods vs keda | pods vs keda-tuned | pods vs oracle | goal vs keda / keda-tuned / oracle |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *ratio_rows,
         "",
         f"Run time: {time.monotonic() - started:.0f} s.",
