@@ -43,7 +43,7 @@ class Helm:
     home: Path
 
     def run(
-        self, *args: str, kubeconfig: Path | None = None, timeout_s: float = 120
+        self, *args: str, kubeconfig: Path | None = None, timeout_s: float = 300
     ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
@@ -357,7 +357,9 @@ class Release:
         return self.helm.ok(*args, "-n", self.namespace, kubeconfig=self.cluster.kubeconfig)
 
     def install(self, *values: str) -> str:
-        return self.helm_ok("install", self.name, str(CHART), "--wait", "--timeout", "90s", *values)
+        return self.helm_ok(
+            "install", self.name, str(CHART), "--wait", "--timeout", "240s", *values
+        )
 
     def can(self, verb: str, resource: str, *where: str) -> bool:
         result = subprocess.run(
@@ -478,7 +480,7 @@ def test_cluster_wide_install_grants_what_the_operator_needs_and_nothing_else(
     # Upgrade to HA: two peered replicas, JSON logs, a budget and the ClusterKopfPeering appear.
     peering = f"peer-{release.name}"
     release.helm_ok(
-        "upgrade", release.name, str(CHART), "--wait", "--timeout", "90s",
+        "upgrade", release.name, str(CHART), "--wait", "--timeout", "240s",
         "--set", "replicaCount=2", "--set", f"peering.name={peering}",
         "--set", "logging.format=json",
     )  # fmt: skip

@@ -78,7 +78,7 @@ def test_range_change_reaches_the_named_worker_and_is_confirmed(
 def test_a_missing_worker_is_reported_unconfirmed_after_retries(
     redis_server: RedisServer, worker: str
 ) -> None:
-    control = CeleryControl(reply_timeout_s=0.3, attempts=2)
+    control = CeleryControl(reply_timeout_s=1.0, attempts=2)
     result = control.apply_range(redis_server.url, [worker, "ghost@nowhere"], 1, 2)
     assert result.confirmed == {worker: (1, 2)}
     assert result.unconfirmed == ["ghost@nowhere"]

@@ -320,3 +320,23 @@ def test_status_cpu_falls_back_to_metrics_server() -> None:
     )
     PoolReconciler(kube, wants(2)).reconcile(REF, SPEC, {}, signals, NOW)
     assert kube.statuses[-1]["cpuPercent"] == 40
+
+
+def test_a_hand_edit_of_the_deployment_is_reverted_with_a_warning() -> None:
+    kube = InMemoryKube(replicas=5, ready=5)
+    events: list[tuple[str, str, str]] = []
+    previous = {"desiredReplicas": 2}
+    PoolReconciler(kube, wants(2), lambda *e: events.append(e)).reconcile(
+        REF, SPEC, previous, SIGNALS, NOW
+    )
+    assert kube.deployment is not None
+    assert kube.deployment["spec"]["replicas"] == 2
+    assert events[0][:2] == ("Warning", "DeploymentEdited")
+
+
+def test_a_paused_pool_leaves_a_hand_edit_alone() -> None:
+    kube = InMemoryKube(replicas=5, ready=5)
+    spec = {**SPEC, "scaling": {"paused": True, "maxReplicas": 5}}
+    PoolReconciler(kube, wants(1)).reconcile(REF, spec, {"desiredReplicas": 2}, SIGNALS, NOW)
+    assert kube.deployment is not None
+    assert kube.deployment["spec"]["replicas"] == 5

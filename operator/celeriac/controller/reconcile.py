@@ -185,7 +185,23 @@ class PoolReconciler:
             return Outcome(None, None, status, error=message)
 
         deployment = self.kube.read_deployment(ref.namespace, render.deployment_name(ref.name))
-        current = int(deployment["spec"].get("replicas", 0)) if deployment else None
+        live = int(deployment["spec"].get("replicas", 0)) if deployment else None
+        # The operator owns the replica count: a hand edit of the Deployment is not a new
+        # "current" for the policy to stabilize around, it is reverted to the last decision.
+        current = live
+        if (
+            live is not None
+            and not spec.scaling.paused
+            and previous.desired_replicas is not None
+            and live != previous.desired_replicas
+        ):
+            self.emit(
+                "Warning",
+                "DeploymentEdited",
+                f"{render.deployment_name(ref.name)} had {live} replicas set outside celeriac; "
+                f"restoring {previous.desired_replicas} (use `kubectl scale cwp` instead)",
+            )
+            current = previous.desired_replicas
         ready = int((deployment or {}).get("status", {}).get("readyReplicas", 0) or 0)
         memory = load_memory(raw_status or {})
 
