@@ -1,44 +1,69 @@
 """Reads a Celery-correct backlog and worker load for many pools, one round trip per server.
 
-Per queue: every priority list (LLEN, plus the oldest few messages for their age) and
-the `unacked` hash attributed by routing key, so prefetched tasks and tasks running
-under acks_late count. Worker load comes from the hash the worker image publishes
-(celeriac.workers.<pool>): it rides in the same pipeline and carries pool size, range
-and CPU, which Celery's heartbeats lack. Heartbeats would be the fallback for workers
-that do not run the celeriac autoscaler.
+One pipeline per Redis server (per URL and sentinel master) and tick carries, for every
+pool on it:
 
-`HVALS unacked` is O(reserved tasks) per server per tick; with prefetch multiplier 1 it
-is bounded by the number of worker processes, which is what makes it affordable.
+- each queue's lists, the plain one and every priority sub-list: LLEN, and LRANGE of the
+  oldest `OLDEST_SCAN` messages (kombu publishes with LPUSH and consumes with BRPOP, so
+  the oldest is at index -1) for the age of the oldest task that is due;
+- the `unacked` hash (once per key prefix), attributed to queues by routing key, so
+  prefetched tasks and tasks running under acks_late count;
+- the worker load hash (HGETALL `celeriac.workers.<pool>`).
+
+Why HVALS for `unacked`: the hash holds what workers have taken and not acked, so its
+size is bounded by pods x processes x prefetch multiplier (e.g. 50 x 8 x 4 = 1,600
+messages of ~1 KB: 1.6 MB and tens of ms to decode per tick; with multiplier 1, which the
+worker image sets, a quarter). HLEN is O(1) but one hash serves every queue of the
+database, so it can neither split the count by queue nor tell ETA-held tasks from due
+ones. HSCAN bounds each reply but costs a cursor loop of round trips per tick over a hash
+that changes between pages (double or missed counts). A Lua script counting by routing
+key server-side would return only counts, but blocks Redis for the whole scan and needs
+EVAL, which ACLs on managed Redis often deny. A large hash is logged once per server,
+since it means workers hoard tasks (prefetch) and the operator pays for it every tick.
+
+Why worker load from the celeriac hash and not Celery's heartbeats: it rides in the same
+round trip as the backlog, and carries pool size, autoscale range and CPU, which
+heartbeats (`active`, `processed`, `loadavg`) lack. Heartbeats are the fallback idea for
+workers not built from the celeriac worker image; they are PUBLISHed, so reading them
+would need a standing subscriber per server.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
 from pydantic import ValidationError
-from redis.sentinel import Sentinel
 
-from celeriac.signals import kombu_keys
+from celeriac.signals import celery_message, kombu_keys
+from celeriac.signals.connection import connect, server_label
 from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 
 log = logging.getLogger(__name__)
 
-OLDEST_SCAN = 8  # messages read from the old end of each list to skip future ETAs
+# Messages read from the old end of each list: a future-ETA task there (left behind when no
+# worker consumes) is skipped to find the oldest due one; more would cost bytes per tick.
+OLDEST_SCAN = 8
+# Workers report every ~2 s; a report this old is from a pod that is gone or wedged.
 WORKER_STALE_S = 30.0
+# Above this many unacked entries on one server the read gets costly: say so once.
+UNACKED_WARN = 20_000
+MAX_PARALLEL_SERVERS = 8
+
+Server = tuple[str, str | None]
 
 
 @dataclass(frozen=True)
 class PoolQuery:
+    """What to read for one pool: its id "namespace/name", broker URL and transport options."""
+
     pool_id: str
     broker_url: str
     queues: tuple[str, ...]
@@ -47,193 +72,168 @@ class PoolQuery:
     sep: str = kombu_keys.DEFAULT_SEP
     master_name: str | None = None
 
-
-def connect(url: str, master_name: str | None = None, timeout_s: float = 2.0) -> redis.Redis[bytes]:
-    """redis://, rediss:// (TLS) and sentinel:// URLs, as Celery spells them."""
-    if url.startswith("sentinel://"):
-        hosts = []
-        password = None
-        db = 0
-        for part in url.split(";"):
-            parsed = urlparse(part.strip())
-            hosts.append((parsed.hostname or "127.0.0.1", parsed.port or 26379))
-            password = parsed.password or password
-            if parsed.path.strip("/"):
-                db = int(parsed.path.strip("/"))
-        if not master_name:
-            raise ValueError("a sentinel:// broker URL needs spec.broker.transport.masterName")
-        sentinel = Sentinel(hosts, socket_timeout=timeout_s, password=password)
-        return sentinel.master_for(master_name, socket_timeout=timeout_s, db=db, password=password)
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    @property
+    def server(self) -> Server:
+        return (self.broker_url, self.master_name)
 
 
-def _headers(raw: bytes | str) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, TypeError):
-        return {}
-    if isinstance(doc, list):  # unacked value: [payload, exchange, routing_key]
-        doc = doc[0] if doc else {}
-    headers = doc.get("headers") if isinstance(doc, dict) else None
-    return headers if isinstance(headers, dict) else {}
+@dataclass
+class _Plan:
+    """The order of the commands in one server's pipeline, to read the replies back."""
 
+    queries: list[PoolQuery]
+    lists: list[tuple[str, str, int]] = field(default_factory=list)  # pool, queue, step
+    prefixes: list[str] = field(default_factory=list)
 
-def _eta(headers: dict[str, Any]) -> float | None:
-    eta = headers.get("eta")
-    if not eta:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(eta))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
-
-
-def message_age(raw: bytes | str, now: float) -> float | None:
-    """Age of a due message from its publish header; None for future ETAs or no header."""
-    headers = _headers(raw)
-    eta = _eta(headers)
-    if eta is not None and eta > now:
-        return None
-    published = headers.get(kombu_keys.PUBLISHED_AT_HEADER)
-    if published is None:
-        return None
-    try:
-        return max(0.0, now - float(published))
-    except (TypeError, ValueError):
-        return None
-
-
-def _routing_key(raw: bytes | str) -> str | None:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    if isinstance(doc, list) and len(doc) == 3:
-        return str(doc[2])
-    return None
+    def fill(self, pipe: redis.client.Pipeline[bytes]) -> None:
+        for q in self.queries:
+            for queue in q.queues:
+                for step, key in kombu_keys.queue_keys(
+                    queue, q.priority_steps, q.sep, q.global_keyprefix
+                ):
+                    pipe.llen(key)
+                    pipe.lrange(key, -OLDEST_SCAN, -1)
+                    self.lists.append((q.pool_id, queue, step))
+        self.prefixes = sorted({q.global_keyprefix for q in self.queries})
+        for prefix in self.prefixes:
+            pipe.hvals(kombu_keys.unacked_key(prefix))
+        for q in self.queries:
+            pipe.hgetall(kombu_keys.worker_load_key(q.pool_id, q.global_keyprefix))
 
 
 class BacklogReader:
-    def __init__(self, timeout_s: float = 2.0, clock: Callable[[], float] = time.time) -> None:
+    """Reads PoolSignals for many pools: one pipelined round trip per server per call.
+
+    Clients are kept between calls; a failed server's client is dropped so the next call
+    reconnects (a restarted server, a failed-over sentinel master).
+    """
+
+    def __init__(
+        self,
+        timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+        worker_stale_s: float = WORKER_STALE_S,
+    ) -> None:
         self.timeout_s = timeout_s
         self.clock = clock
-        self._clients: dict[tuple[str, str | None], redis.Redis[bytes]] = {}
-        self._lock = threading.Lock()
+        self.worker_stale_s = worker_stale_s
         self.round_trips = 0
-
-    def _client(self, query: PoolQuery) -> redis.Redis[bytes]:
-        key = (query.broker_url, query.master_name)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = connect(query.broker_url, query.master_name, self.timeout_s)
-                self._clients[key] = client
-            return client
+        self._clients: dict[Server, redis.Redis[bytes]] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._warned_large: set[Server] = set()
 
     def read(self, queries: list[PoolQuery]) -> dict[str, PoolSignals]:
-        by_server: dict[tuple[str, str | None], list[PoolQuery]] = defaultdict(list)
+        """PoolSignals by pool id; a pool whose server failed has queues=None and an error."""
+        by_server: dict[Server, list[PoolQuery]] = defaultdict(list)
         for q in queries:
-            by_server[(q.broker_url, q.master_name)].append(q)
+            by_server[q.server].append(q)
+        groups = list(by_server.values())
         out: dict[str, PoolSignals] = {}
-        for group in by_server.values():
-            out.update(self._read_server(group))
+        if len(groups) <= 1:
+            for group in groups:
+                out.update(self._read_server(group))
+            return out
+        # Servers in parallel: a dead one costs the tick its timeout once, not once per server.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(MAX_PARALLEL_SERVERS, "celeriac-signals")
+        for result in self._pool.map(self._read_server, groups):
+            out.update(result)
         return out
 
+    def _client(self, server: Server) -> redis.Redis[bytes]:
+        with self._lock:
+            client = self._clients.get(server)
+            if client is None:
+                client = connect(server[0], server[1], self.timeout_s)
+                self._clients[server] = client
+            return client
+
+    def _drop_client(self, server: Server) -> None:
+        with self._lock:
+            client = self._clients.pop(server, None)
+        if client is not None:
+            client.close()
+
     def _read_server(self, queries: list[PoolQuery]) -> dict[str, PoolSignals]:
+        server = queries[0].server
         now = self.clock()
+        plan = _Plan(queries)
         try:
-            client = self._client(queries[0])
-            pipe = client.pipeline(transaction=False)
-            layout: list[tuple[PoolQuery, str, int, str]] = []
-            for q in queries:
-                for queue in q.queues:
-                    for step, key in kombu_keys.queue_keys(
-                        queue, q.priority_steps, q.sep, q.global_keyprefix
-                    ):
-                        pipe.llen(key)
-                        pipe.lrange(key, -OLDEST_SCAN, -1)
-                        layout.append((q, queue, step, key))
-            prefixes = sorted({q.global_keyprefix for q in queries})
-            for prefix in prefixes:
-                pipe.hvals(kombu_keys.unacked_key(prefix))
-            for q in queries:
-                pipe.hgetall(kombu_keys.worker_load_key(q.pool_id, q.global_keyprefix))
-            replies = pipe.execute()
-            self.round_trips += 1
-        except (redis.RedisError, OSError, ValueError) as exc:
-            message = f"{type(exc).__name__}: {exc}"
+            pipe = self._client(server).pipeline(transaction=False)
+            plan.fill(pipe)
             with self._lock:
-                # Reconnect on the next tick: a restarted server or failed-over master.
-                self._clients.pop((queries[0].broker_url, queries[0].master_name), None)
+                self.round_trips += 1
+            replies = pipe.execute()
+        except (redis.RedisError, OSError, ValueError) as exc:
+            message = f"broker {server_label(server[0])} unreadable: {type(exc).__name__}: {exc}"
+            self._drop_client(server)
             return {
                 q.pool_id: PoolSignals(
                     observed_at=now, backlog_error=message, workers_error=message
                 )
                 for q in queries
             }
-        return self._assemble(queries, layout, prefixes, replies, now)
+        return self._assemble(plan, replies, now)
 
-    def _assemble(
-        self,
-        queries: list[PoolQuery],
-        layout: list[tuple[PoolQuery, str, int, str]],
-        prefixes: list[str],
-        replies: list[Any],
-        now: float,
-    ) -> dict[str, PoolSignals]:
+    def _assemble(self, plan: _Plan, replies: list[Any], now: float) -> dict[str, PoolSignals]:
         waiting: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
-        oldest: dict[tuple[str, str], float | None] = {}
+        oldest: dict[tuple[str, str], float] = {}
         i = 0
-        for q, queue, step, _key in layout:
+        for pool_id, queue, step in plan.lists:
             length, tail = replies[i], replies[i + 1]
             i += 2
-            waiting[(q.pool_id, queue)][step] = int(length)
-            # lrange returns oldest last; walk from the oldest end to the first due message.
-            for raw in reversed(tail):
-                age = message_age(raw, now)
-                if age is not None:
-                    current = oldest.get((q.pool_id, queue))
-                    oldest[(q.pool_id, queue)] = age if current is None else max(current, age)
-                    break
-        reserved_by_prefix: dict[str, dict[str, int]] = {}
-        scheduled_by_prefix: dict[str, dict[str, int]] = {}
-        for prefix in prefixes:
-            counts: dict[str, int] = defaultdict(int)
-            later: dict[str, int] = defaultdict(int)
-            for raw in replies[i]:
-                rk = _routing_key(raw)
-                if rk is None:
-                    continue
-                eta = _eta(_headers(raw))
-                if eta is not None and eta > now:
-                    later[rk] += 1
-                else:
-                    counts[rk] += 1
-            reserved_by_prefix[prefix] = counts
-            scheduled_by_prefix[prefix] = later
+            waiting[(pool_id, queue)][step] = int(length)
+            age = _oldest_due_age(tail, now)
+            if age is not None:
+                oldest[(pool_id, queue)] = max(age, oldest.get((pool_id, queue), 0.0))
+        reserved: dict[str, dict[str, int]] = {}
+        scheduled: dict[str, dict[str, int]] = {}
+        for prefix in plan.prefixes:
+            reserved[prefix], scheduled[prefix] = self._attribute_unacked(
+                replies[i], now, plan.queries[0].server
+            )
             i += 1
         out: dict[str, PoolSignals] = {}
-        for q in queries:
-            workers_raw: dict[bytes, bytes] = replies[i]
+        for q in plan.queries:
+            workers = self._workers(replies[i], now)
             i += 1
             queues = [
                 QueueBacklog(
                     queue=queue,
                     waiting=sum(waiting[(q.pool_id, queue)].values()),
                     waiting_by_priority=dict(waiting[(q.pool_id, queue)]),
-                    reserved=reserved_by_prefix[q.global_keyprefix].get(queue, 0),
-                    scheduled=scheduled_by_prefix[q.global_keyprefix].get(queue, 0),
+                    reserved=reserved[q.global_keyprefix].get(queue, 0),
+                    scheduled=scheduled[q.global_keyprefix].get(queue, 0),
                     oldest_age_s=oldest.get((q.pool_id, queue)),
                 )
                 for queue in q.queues
             ]
-            out[q.pool_id] = PoolSignals(
-                observed_at=now, queues=queues, workers=self._workers(workers_raw, now)
-            )
+            out[q.pool_id] = PoolSignals(observed_at=now, queues=queues, workers=workers)
         return out
+
+    def _attribute_unacked(
+        self, values: list[bytes], now: float, server: Server
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        # Routing key == queue name under Celery's default direct exchanges; tasks routed
+        # through topic/fanout exchanges with other keys are not attributed to a queue.
+        due: dict[str, int] = defaultdict(int)
+        later: dict[str, int] = defaultdict(int)
+        for raw in values:
+            entry = celery_message.unacked_entry(raw, now)
+            if entry is None:
+                continue
+            routing_key, future_eta = entry
+            (later if future_eta else due)[routing_key] += 1
+        if len(values) > UNACKED_WARN and server not in self._warned_large:
+            self._warned_large.add(server)
+            log.warning(
+                "broker %s holds %d unacked messages, all read every tick; "
+                "worker_prefetch_multiplier=1 keeps this to the running tasks",
+                server_label(server[0]),
+                len(values),
+            )
+        return due, later
 
     def _workers(self, raw: dict[bytes, bytes], now: float) -> list[WorkerLoad]:
         workers = []
@@ -243,12 +243,26 @@ class BacklogReader:
             except ValidationError:
                 log.debug("ignoring a malformed worker load report")
                 continue
-            if now - load.ts <= WORKER_STALE_S:
+            if now - load.ts <= self.worker_stale_s:
                 workers.append(load)
         return sorted(workers, key=lambda w: w.hostname)
 
     def close(self) -> None:
         with self._lock:
-            for client in self._clients.values():
-                client.close()
+            clients = list(self._clients.values())
             self._clients.clear()
+        for client in clients:
+            client.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+
+def _oldest_due_age(tail: list[bytes], now: float) -> float | None:
+    # LRANGE returns oldest last: the first due message from that end is the oldest due one;
+    # without a publish header its age is unknown, and a younger message's age would lie.
+    for raw in reversed(tail):
+        due, age = celery_message.due_age_s(raw, now)
+        if due:
+            return age
+    return None

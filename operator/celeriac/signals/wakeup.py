@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterable
 import redis
 
 from celeriac.signals import kombu_keys
-from celeriac.signals.reader import PoolQuery, connect
+from celeriac.signals.connection import connect, server_label
+from celeriac.signals.reader import PoolQuery
 
 log = logging.getLogger(__name__)
 
+HEALTH_CHECK_S = 5.0
 PUSH_EVENTS = {b"lpush", b"rpush", b"lpushx", b"rpushx"}
 
 
@@ -46,7 +48,7 @@ class _ServerListener(threading.Thread):
     def __init__(
         self, url: str, master_name: str | None, on_push: Callable[[list[str]], None]
     ) -> None:
-        super().__init__(name=f"celeriac-wakeup-{url.split('@')[-1]}", daemon=True)
+        super().__init__(name=f"celeriac-wakeup-{server_label(url)}", daemon=True)
         self.url = url
         self.master_name = master_name
         self.on_push = on_push
@@ -68,18 +70,24 @@ class _ServerListener(threading.Thread):
                 self._listen()
             except (redis.RedisError, OSError) as exc:
                 log.info(
-                    "wake-up listener for %s lost its connection (%s); reconnecting", self.url, exc
+                    "wake-up listener for %s lost its connection (%s); reconnecting",
+                    server_label(self.url),
+                    exc,
                 )
                 self.channels = {}
                 self._halt.wait(1.0)
             except ValueError as exc:
                 # A URL redis-py cannot use: the pool's status already says so (the reader fails
                 # the same way); wake-ups for it stop until the operator restarts.
-                log.warning("no wake-ups for %s: %s", self.url.split("@")[-1], exc)
+                log.warning("no wake-ups for %s: %s", server_label(self.url), exc)
                 return
 
     def _listen(self) -> None:
-        client = connect(self.url, self.master_name, timeout_s=5.0)
+        # The PING health check is how a subscriber notices a broker that vanished without
+        # closing the socket; otherwise it would wait for events forever.
+        client = connect(
+            self.url, self.master_name, timeout_s=5.0, health_check_interval_s=HEALTH_CHECK_S
+        )
         enable_notifications(client)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:

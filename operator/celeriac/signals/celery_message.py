@@ -1,0 +1,79 @@
+"""What a Celery task message on Redis tells the operator (Celery task protocol 2).
+
+A waiting message is kombu's JSON envelope `{"body", "headers", "properties", ...}`; an
+`unacked` hash value wraps it as `[envelope, exchange, routing_key]`. Protocol 2 headers
+(celery/app/amqp.py `as_task_v2`) carry `eta` and `expires` but no publish time, and
+kombu's Redis transport adds none, so a task's age needs the header the worker image
+stamps at publish (`before_task_publish`). Without it the age is unknown, not zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from celeriac.signals import kombu_keys
+
+
+def _decode(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+
+
+def headers_of(doc: Any) -> dict[str, Any]:
+    """Headers of a decoded envelope or of a decoded `unacked` value."""
+    if isinstance(doc, list):
+        doc = doc[0] if doc else None
+    headers = doc.get("headers") if isinstance(doc, dict) else None
+    return headers if isinstance(headers, dict) else {}
+
+
+def eta_timestamp(headers: dict[str, Any]) -> float | None:
+    """Unix time of the `eta` header (countdown becomes eta at publish), or None."""
+    eta = headers.get("eta")
+    if not eta:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(eta))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        # Celery writes naive ETAs only with enable_utc=False and timezone unset: local is UTC then.
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def due_age_s(raw: bytes | str, now: float) -> tuple[bool, float | None]:
+    """(due now, age in seconds from the publish header) for a waiting message.
+
+    A message with a future ETA is not due; a due message without the header has an
+    unknown age (None).
+    """
+    headers = headers_of(_decode(raw))
+    eta = eta_timestamp(headers)
+    if eta is not None and eta > now:
+        return False, None
+    published = headers.get(kombu_keys.PUBLISHED_AT_HEADER)
+    if published is None:
+        return True, None
+    try:
+        return True, max(0.0, now - float(published))
+    except (TypeError, ValueError):
+        return True, None
+
+
+def message_age(raw: bytes | str, now: float) -> float | None:
+    """Age of a due message from its publish header; None for future ETAs or no header."""
+    return due_age_s(raw, now)[1]
+
+
+def unacked_entry(raw: bytes | str, now: float) -> tuple[str, bool] | None:
+    """(routing key, held for a future ETA) of an `unacked` hash value; None if unreadable."""
+    doc = _decode(raw)
+    if not isinstance(doc, list) or len(doc) != 3:
+        return None
+    eta = eta_timestamp(headers_of(doc))
+    return str(doc[2]), eta is not None and eta > now
