@@ -1,6 +1,6 @@
 """The worker's task-duration summary that the operator sizes the grace period on."""
 
-from celeriac_worker.load_report import TaskDurations
+from celeriac_worker.observe import TaskDurations
 
 
 def test_p99_of_recent_durations() -> None:

@@ -16,13 +16,21 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, before_task_publish
 
 from celeriac_worker import logs
+from celeriac_worker.metrics import MetricsServer
+from celeriac_worker.observe import PUBLISHED_AT_HEADER
 from celeriac_worker.settings import WorkerEnv
 
-PUBLISHED_AT_HEADER = "celeriac_published_at"
 QUEUES = ("celery", "emails", "reports")
 
 env = WorkerEnv()
-app = Celery("celeriac_worker", broker=env.broker_url, include=["celeriac_worker.tasks"])
+app = Celery(
+    "celeriac_worker",
+    broker=env.broker_url,
+    include=["celeriac_worker.tasks"],
+    # Its Request class reports each task's outcome, wait and run time from the main process.
+    task_cls="celeriac_worker.task_base:ObservedTask",
+)
+app.steps["worker"].add(MetricsServer)
 
 transport_options: dict[str, Any] = {
     # A task longer than this is handed to another worker while still running.

@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.signals import worker_shutting_down
-from celery.worker import request as worker_request
 from celery.worker import state
 
+from celeriac_worker.observe import OBSERVER
 from celeriac_worker.settings import WorkerEnv
 
 if TYPE_CHECKING:
@@ -30,53 +28,13 @@ log = logging.getLogger(__name__)
 KEY_TTL_S = 60
 
 
-class TaskDurations:
-    """Mean task duration, seen from the main process when a request finishes."""
-
-    def __init__(self, alpha: float = 0.2, window: int = 256) -> None:
-        self.alpha = alpha
-        self.mean_s: float | None = None
-        self.recent: deque[float] = deque(maxlen=window)
-        self._lock = threading.Lock()
-
-    def observe(self, seconds: float) -> None:
-        with self._lock:
-            self.mean_s = (
-                seconds
-                if self.mean_s is None
-                else self.mean_s + self.alpha * (seconds - self.mean_s)
-            )
-            self.recent.append(seconds)
-
-    @property
-    def p99_s(self) -> float | None:
-        """99th percentile of the last `window` durations (the operator sizes the grace period on it)."""
-        with self._lock:
-            if not self.recent:
-                return None
-            ordered = sorted(self.recent)
-        return ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
-
-    def install(self) -> None:
-        # request.py binds state.task_ready at import; wrap that binding to see every finish.
-        original = worker_request.task_ready
-
-        def task_ready(req: Any, *args: Any, **kwargs: Any) -> Any:
-            if getattr(req, "time_start", None):
-                self.observe(max(0.0, time.time() - req.time_start))
-            return original(req, *args, **kwargs)
-
-        worker_request.task_ready = task_ready
-
-
 class LoadReporter(threading.Thread):
     def __init__(self, scaler: CeleriacAutoscaler, env: WorkerEnv) -> None:
         super().__init__(name="celeriac-load-report", daemon=True)
         self.scaler = scaler
         self.env = env
         self.key = f"{env.global_keyprefix}celeriac.workers.{env.pool_id}"
-        self.durations = TaskDurations()
-        self.durations.install()
+        self.durations = OBSERVER.durations
         self.halt = threading.Event()
         self.client = redis.Redis.from_url(
             env.broker_url, socket_timeout=5, socket_connect_timeout=5

@@ -11,6 +11,17 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def soft_shutdown_budget_s(grace_s: float) -> float:
+    """Time running tasks get after SIGTERM, out of the pod's terminationGracePeriodSeconds.
+
+    The rest (10 %, at least 3 s) is left for the cold shutdown that hands unfinished
+    acks_late tasks back to the broker before the kubelet's SIGKILL.
+    """
+    if grace_s <= 0:
+        return 0.0
+    return max(0.0, min(grace_s * 0.9, grace_s - 3.0))
+
+
 @dataclass(frozen=True)
 class WorkerEnv:
     broker_url: str = field(
@@ -35,8 +46,13 @@ class WorkerEnv:
     cpu_limit_cores: float = field(
         default_factory=lambda: _float("CELERIAC_CPU_LIMIT_CORES", float(os.cpu_count() or 1))
     )
+    # The operator sets the soft-shutdown timeout itself; elsewhere (compose, a plain
+    # Deployment) it follows from the pod's grace period.
     soft_shutdown_s: float = field(
-        default_factory=lambda: _float("CELERIAC_SOFT_SHUTDOWN_TIMEOUT", 0.0)
+        default_factory=lambda: _float(
+            "CELERIAC_SOFT_SHUTDOWN_TIMEOUT",
+            soft_shutdown_budget_s(_float("CELERIAC_TERMINATION_GRACE_SECONDS", 0.0)),
+        )
     )
     # Longest task the pool runs; the visibility timeout must exceed it or tasks run twice.
     longest_task_s: float = field(
