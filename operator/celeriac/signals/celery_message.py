@@ -65,9 +65,17 @@ def due_age_s(raw: bytes | str, now: float) -> tuple[bool, float | None]:
         return True, None
 
 
-def message_age(raw: bytes | str, now: float) -> float | None:
-    """Age of a due message from its publish header; None for future ETAs or no header."""
-    return due_age_s(raw, now)[1]
+def oldest_due_age(newest_first: list[bytes], now: float) -> float | None:
+    """Age of the oldest due message among the tail of a list as LRANGE returns it.
+
+    The first due message from the old end decides: without a publish header its age is
+    unknown, and reporting a younger message's age instead would understate the wait.
+    """
+    for raw in reversed(newest_first):
+        due, age = due_age_s(raw, now)
+        if due:
+            return age
+    return None
 
 
 def unacked_entry(raw: bytes | str, now: float) -> tuple[str, bool] | None:

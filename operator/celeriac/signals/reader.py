@@ -184,7 +184,7 @@ class BacklogReader:
             length, tail = replies[i], replies[i + 1]
             i += 2
             waiting[(pool_id, queue)][step] = int(length)
-            age = _oldest_due_age(tail, now)
+            age = celery_message.oldest_due_age(tail, now)
             if age is not None:
                 oldest[(pool_id, queue)] = max(age, oldest.get((pool_id, queue), 0.0))
         reserved: dict[str, dict[str, int]] = {}
@@ -256,13 +256,3 @@ class BacklogReader:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
-
-
-def _oldest_due_age(tail: list[bytes], now: float) -> float | None:
-    # LRANGE returns oldest last: the first due message from that end is the oldest due one;
-    # without a publish header its age is unknown, and a younger message's age would lie.
-    for raw in reversed(tail):
-        due, age = celery_message.due_age_s(raw, now)
-        if due:
-            return age
-    return None

@@ -1,0 +1,103 @@
+"""Reading Celery protocol 2 messages and worker reports: ages, ETAs, routing keys, staleness."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from celeriac.signals.celery_message import (
+    due_age_s,
+    eta_timestamp,
+    oldest_due_age,
+    unacked_entry,
+)
+from celeriac.signals.model import WorkerLoad
+from celeriac.signals.reader import BacklogReader, PoolQuery
+from tests.support.redis_server import running_redis
+
+NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+def envelope(eta: str | None = None, published_at: float | None = None) -> dict[str, Any]:
+    headers: dict[str, Any] = {"lang": "py", "task": "t", "id": "1", "eta": eta, "expires": None}
+    if published_at is not None:
+        headers["celeriac_published_at"] = published_at
+    return {"body": "W1tdLCB7fSwge31d", "headers": headers, "properties": {"priority": 0}}
+
+
+def raw(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def test_eta_is_read_with_or_without_a_zone() -> None:
+    assert eta_timestamp({"eta": "2023-11-14T22:13:30+00:00"}) == NOW + 10
+    assert eta_timestamp({"eta": "2023-11-15T00:13:30+02:00"}) == NOW + 10
+    assert eta_timestamp({"eta": "2023-11-14T22:13:30"}) == NOW + 10
+    assert eta_timestamp({"eta": None}) is None
+    assert eta_timestamp({"eta": "soon"}) is None
+
+
+def test_a_due_message_is_aged_by_its_publish_header() -> None:
+    assert due_age_s(raw(envelope(published_at=NOW - 42.5)), NOW) == (True, 42.5)
+    assert due_age_s(
+        raw(envelope(eta="2023-11-14T22:13:10+00:00", published_at=NOW - 60)), NOW
+    ) == (
+        True,
+        60.0,
+    )
+
+
+def test_a_future_eta_is_not_due_and_no_header_is_unknown_not_zero() -> None:
+    assert due_age_s(
+        raw(envelope(eta="2023-11-14T22:13:30+00:00", published_at=NOW - 60)), NOW
+    ) == (
+        False,
+        None,
+    )
+    assert due_age_s(raw(envelope()), NOW) == (True, None)
+    assert due_age_s(b"not json", NOW) == (True, None)
+
+
+def test_the_oldest_due_message_decides_even_without_a_header() -> None:
+    # LRANGE order: newest first, oldest last.
+    future = raw(envelope(eta="2023-11-14T23:00:00+00:00", published_at=NOW - 900))
+    young = raw(envelope(published_at=NOW - 3))
+    old = raw(envelope(published_at=NOW - 30))
+    assert oldest_due_age([young, old, future], NOW) == 30.0
+    # A due message without the header is older than `young`: its age is unknown.
+    assert oldest_due_age([young, raw(envelope()), future], NOW) is None
+    assert oldest_due_age([future], NOW) is None
+
+
+def test_unacked_values_give_routing_key_and_whether_held_for_later() -> None:
+    due = raw([envelope(published_at=NOW), "", "reports"])
+    later = raw([envelope(eta="2023-11-14T22:20:00+00:00"), "", "emails"])
+    assert unacked_entry(due, NOW) == ("reports", False)
+    assert unacked_entry(later, NOW) == ("emails", True)
+    assert unacked_entry(raw(envelope()), NOW) is None
+    assert unacked_entry(b"\xff", NOW) is None
+
+
+def test_stale_and_malformed_worker_reports_are_dropped() -> None:
+    def report(host: str, ts: float) -> str:
+        doc = WorkerLoad(hostname=host, running=1, pool_size=2, range_min=1, range_max=4, ts=ts)
+        return doc.model_dump_json()
+
+    with running_redis() as server:
+        server.client().hset(
+            "celeriac.workers.ns/p",
+            mapping={
+                "celery@fresh": report("celery@fresh", NOW - 2),
+                "celery@edge": report("celery@edge", NOW - 30),
+                "celery@gone": report("celery@gone", NOW - 31),
+                "celery@broken": '{"hostname": "celery@broken"}',
+            },
+        )
+        reader = BacklogReader(clock=lambda: NOW, worker_stale_s=30)
+        got = reader.read([PoolQuery(pool_id="ns/p", broker_url=server.url, queues=("q",))])
+        reader.close()
+    signals = got["ns/p"]
+    assert signals.observed_at == NOW
+    assert signals.workers is not None
+    assert [w.hostname for w in signals.workers] == ["celery@edge", "celery@fresh"]
+    assert [w.ts for w in signals.workers] == [NOW - 30, NOW - 2]
