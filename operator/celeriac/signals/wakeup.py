@@ -39,7 +39,9 @@ def enable_notifications(client: redis.Redis[bytes]) -> bool:
         return True
     except redis.ResponseError as exc:
         log.warning(
-            "keyspace notifications unavailable (%s): pools wake on their polling interval", exc
+            "cannot enable keyspace notifications (%s): unless the server's own "
+            "notify-keyspace-events includes K and l, pools wake on their polling interval",
+            exc,
         )
         return False
 
