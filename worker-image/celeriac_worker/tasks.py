@@ -79,6 +79,8 @@ def render_report(
 
 @app.task(bind=True)
 def long_job(self: Any, steps: int, step_seconds: float) -> dict[str, Any]:
+    # One line per execution: a requeued task (acks_late) shows up here twice.
+    log.info("long job starting %d steps of %.2f s", steps, step_seconds)
     for done in range(steps):
         self.update_state(state="PROGRESS", meta={"done": done, "total": steps})
         time.sleep(step_seconds)
