@@ -138,3 +138,27 @@ def test_a_hung_broker_costs_its_timeout_once_and_spares_the_others(
     for i in range(4):
         assert got[f"ns/hung{i}"].queues is None
         assert "Timeout" in (got[f"ns/hung{i}"].backlog_error or "")
+
+
+def test_a_key_of_the_wrong_type_fails_only_its_pool(
+    two_servers: tuple[RedisServer, RedisServer],
+) -> None:
+    server, _ = two_servers
+    client = server.client()
+    client.lpush("good", b"{}")
+    client.set("clash", b"someone else's string")
+    client.set("celeriac.workers.ns/c", b"not a hash")
+    queries = [
+        PoolQuery(pool_id="ns/a", broker_url=server.url, queues=("good",)),
+        PoolQuery(pool_id="ns/b", broker_url=server.url, queues=("good", "clash")),
+        PoolQuery(pool_id="ns/c", broker_url=server.url, queues=("good",)),
+    ]
+    got = BacklogReader().read(queries)
+    assert got["ns/a"].backlog == 1
+    assert got["ns/b"].queues is None
+    assert got["ns/b"].backlog_error is not None
+    assert got["ns/b"].backlog_error.startswith("cannot read Redis key 'clash' (WRONGTYPE")
+    assert got["ns/b"].workers == []
+    assert got["ns/c"].backlog == 1
+    assert got["ns/c"].workers is None
+    assert "'celeriac.workers.ns/c'" in (got["ns/c"].workers_error or "")

@@ -82,7 +82,7 @@ class _Plan:
     """The order of the commands in one server's pipeline, to read the replies back."""
 
     queries: list[PoolQuery]
-    lists: list[tuple[str, str, int]] = field(default_factory=list)  # pool, queue, step
+    lists: list[tuple[str, str, int, str]] = field(default_factory=list)  # pool, queue, step, key
     prefixes: list[str] = field(default_factory=list)
 
     def fill(self, pipe: redis.client.Pipeline[bytes]) -> None:
@@ -93,7 +93,7 @@ class _Plan:
                 ):
                     pipe.llen(key)
                     pipe.lrange(key, -OLDEST_SCAN, -1)
-                    self.lists.append((q.pool_id, queue, step))
+                    self.lists.append((q.pool_id, queue, step, key))
         self.prefixes = sorted({q.global_keyprefix for q in self.queries})
         for prefix in self.prefixes:
             pipe.hvals(kombu_keys.unacked_key(prefix))
@@ -164,7 +164,8 @@ class BacklogReader:
             plan.fill(pipe)
             with self._lock:
                 self.round_trips += 1
-            replies = pipe.execute()
+            # Per-command errors come back in place: a key of the wrong type fails its pool only.
+            replies = pipe.execute(raise_on_error=False)
         except (redis.RedisError, OSError, ValueError) as exc:
             message = f"broker {server_label(server[0])} unreadable: {type(exc).__name__}: {exc}"
             self._drop_client(server)
@@ -179,25 +180,48 @@ class BacklogReader:
     def _assemble(self, plan: _Plan, replies: list[Any], now: float) -> dict[str, PoolSignals]:
         waiting: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
         oldest: dict[tuple[str, str], float] = {}
+        failed: dict[str, str] = {}  # pool id -> why its backlog is unknown
         i = 0
-        for pool_id, queue, step in plan.lists:
+        for pool_id, queue, step, key in plan.lists:
             length, tail = replies[i], replies[i + 1]
             i += 2
+            if isinstance(length, Exception) or isinstance(tail, Exception):
+                failed.setdefault(pool_id, _key_error(key, length, tail))
+                continue
             waiting[(pool_id, queue)][step] = int(length)
             age = celery_message.oldest_due_age(tail, now)
             if age is not None:
                 oldest[(pool_id, queue)] = max(age, oldest.get((pool_id, queue), 0.0))
         reserved: dict[str, dict[str, int]] = {}
         scheduled: dict[str, dict[str, int]] = {}
+        unacked_failed: dict[str, str] = {}
         for prefix in plan.prefixes:
-            reserved[prefix], scheduled[prefix] = self._attribute_unacked(
-                replies[i], now, plan.queries[0].server
-            )
+            if isinstance(replies[i], Exception):
+                unacked_failed[prefix] = _key_error(kombu_keys.unacked_key(prefix), replies[i])
+            else:
+                reserved[prefix], scheduled[prefix] = self._attribute_unacked(
+                    replies[i], now, plan.queries[0].server
+                )
             i += 1
         out: dict[str, PoolSignals] = {}
         for q in plan.queries:
-            workers = self._workers(replies[i], now)
+            workers_raw = replies[i]
             i += 1
+            workers, workers_error = None, None
+            if isinstance(workers_raw, Exception):
+                key = kombu_keys.worker_load_key(q.pool_id, q.global_keyprefix)
+                workers_error = _key_error(key, workers_raw)
+            else:
+                workers = self._workers(workers_raw, now)
+            error = failed.get(q.pool_id) or unacked_failed.get(q.global_keyprefix)
+            if error is not None:
+                out[q.pool_id] = PoolSignals(
+                    observed_at=now,
+                    backlog_error=error,
+                    workers=workers,
+                    workers_error=workers_error,
+                )
+                continue
             queues = [
                 QueueBacklog(
                     queue=queue,
@@ -209,7 +233,9 @@ class BacklogReader:
                 )
                 for queue in q.queues
             ]
-            out[q.pool_id] = PoolSignals(observed_at=now, queues=queues, workers=workers)
+            out[q.pool_id] = PoolSignals(
+                observed_at=now, queues=queues, workers=workers, workers_error=workers_error
+            )
         return out
 
     def _attribute_unacked(
@@ -256,3 +282,8 @@ class BacklogReader:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+
+
+def _key_error(key: str, *replies: object) -> str:
+    exc = next(r for r in replies if isinstance(r, Exception))
+    return f"cannot read Redis key {key!r} ({exc}): is another application using this name?"
