@@ -7,7 +7,9 @@ again for a while.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,14 +34,40 @@ def cpu_millicores(quantity: str) -> float:
         raise ValueError(f"not a CPU quantity: {quantity!r}") from exc
 
 
+# metav1.Duration as Go prints it: "15s", "20.279s", "1m0s", "500ms".
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNIT_S = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
 def _window_s(doc: dict[str, Any]) -> float | None:
     window = str(doc.get("window") or "")
-    if window.endswith("s"):
-        try:
-            return float(window[:-1])
-        except ValueError:
-            return None
-    return None
+    parts = _DURATION_PART.findall(window)
+    if not parts or "".join(n + u for n, u in parts) != window:
+        return None
+    return sum(float(number) * _DURATION_UNIT_S[unit] for number, unit in parts)
+
+
+def _sampled_at(doc: dict[str, Any], now: float) -> float:
+    # metrics-server scrapes every ~15 s: the sample's own time, not the read time, is its age.
+    # Clamped to `now` so an apiserver clock ahead of ours never yields a negative age.
+    stamp = doc.get("timestamp")
+    if not stamp:
+        return now
+    try:
+        parsed = dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return now
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return min(parsed.timestamp(), now)
 
 
 def parse_pod_metrics(items: list[dict[str, Any]], now: float) -> list[PodCPU]:
@@ -49,7 +77,10 @@ def parse_pod_metrics(items: list[dict[str, Any]], now: float) -> list[PodCPU]:
         total = sum(cpu_millicores(c.get("usage", {}).get("cpu", "0")) for c in containers)
         out.append(
             PodCPU(
-                pod=item["metadata"]["name"], cpu_millicores=total, window_s=_window_s(item), ts=now
+                pod=item["metadata"]["name"],
+                cpu_millicores=total,
+                window_s=_window_s(item),
+                ts=_sampled_at(item, now),
             )
         )
     return sorted(out, key=lambda p: p.pod)
