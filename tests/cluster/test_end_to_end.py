@@ -53,6 +53,8 @@ def pool(name: str, **scaling: Any) -> dict[str, Any]:
                 "nodeSelector": where["nodeSelector"],
                 "tolerations": where["tolerations"],
                 "env": [
+                    # What the image's Dockerfile sets: prefork children exit without flushing.
+                    {"name": "PYTHONUNBUFFERED", "value": "1"},
                     {"name": "AUTOSCALE_KEEPALIVE", "value": "2"},
                     {"name": "REMAP_SIGTERM", "value": "SIGQUIT"},
                     {"name": "CELERIAC_LONGEST_TASK_SECONDS", "value": "30"},
