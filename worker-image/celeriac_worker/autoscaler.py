@@ -18,6 +18,7 @@ import re
 import time
 from typing import Any
 
+from celery import bootsteps
 from celery.worker import state
 from celery.worker.autoscale import Autoscaler
 
@@ -62,6 +63,34 @@ def allowed_growth(
     return max(0, min(wanted, math.floor(budget / per_process)))
 
 
+def read_text(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+class RangeFromFile(bootsteps.Step):  # type: ignore[misc]
+    """Starts the pool with the range the operator last wrote on the pod, not the CLI's.
+
+    Runs its __init__ after Pool's (which reads --autoscale) and before any step creates
+    anything, so the pool's first size and the consumer's prefetch both use the file.
+    """
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        path = WorkerEnv().range_file
+        parsed = parse_range(read_text(path) or "")
+        if worker.autoscale and parsed is not None:
+            worker.min_concurrency, worker.max_concurrency = parsed
+            log.info("autoscale range %s-%s from %s", parsed[0], parsed[1], path)
+
+
 class CeleriacAutoscaler(Autoscaler):
     def __init__(
         self,
@@ -77,13 +106,11 @@ class CeleriacAutoscaler(Autoscaler):
         )
         self.env = WorkerEnv()
         self.cpu = CpuSampler()
-        self._range_checked = 0.0
-        self._range_seen: str | None = None
+        self._range_checked = time.monotonic()
+        # RangeFromFile already applied the file's range to the worker; remember the text
+        # so only a later change of the file counts as the operator's.
+        self._range_seen = read_text(self.env.range_file)
         self.cpu_limited = 0
-        initial = self._read_range_file()
-        if initial is not None:
-            self.min_concurrency, self.max_concurrency = initial[0], initial[1]
-            log.info("autoscale range %s-%s from %s", initial[0], initial[1], self.env.range_file)
         self.reporter: LoadReporter | None = None
         if self.env.pool_id and worker is not None:
             self.reporter = LoadReporter(self, self.env)
@@ -92,13 +119,8 @@ class CeleriacAutoscaler(Autoscaler):
     # --- the operator's range ------------------------------------------------------
 
     def _read_range_file(self) -> tuple[int, int] | None:
-        path = self.env.range_file
-        if not path:
-            return None
-        try:
-            with open(path) as f:
-                text = f.read()
-        except OSError:
+        text = read_text(self.env.range_file)
+        if text is None:
             return None
         self._range_seen = text
         return parse_range(text)
@@ -123,6 +145,10 @@ class CeleriacAutoscaler(Autoscaler):
     def _maybe_scale(self, req: Any = None) -> bool:
         self._reload_range_file()
         procs = self.processes
+        if procs < self.min_concurrency:
+            # The floor is the operator's promise of capacity: no CPU check (a lost process, a new min).
+            self.scale_up(self.min_concurrency - procs)
+            return True
         wanted = min(self.qty, self.max_concurrency)
         if wanted > procs:
             grow = allowed_growth(

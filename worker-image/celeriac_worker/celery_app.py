@@ -16,6 +16,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, before_task_publish
 
 from celeriac_worker import logs
+from celeriac_worker.autoscaler import RangeFromFile
 from celeriac_worker.metrics import MetricsServer
 from celeriac_worker.observe import PUBLISHED_AT_HEADER
 from celeriac_worker.settings import WorkerEnv
@@ -31,6 +32,7 @@ app = Celery(
     task_cls="celeriac_worker.task_base:ObservedTask",
 )
 app.steps["worker"].add(MetricsServer)
+app.steps["worker"].add(RangeFromFile)
 
 transport_options: dict[str, Any] = {
     # A task longer than this is handed to another worker while still running.
