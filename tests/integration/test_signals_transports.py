@@ -60,10 +60,15 @@ def _pings(url: str) -> bool:
         return False
 
 
-def test_backlog_over_tls(tls_redis: tuple[int, Path]) -> None:
+@pytest.mark.parametrize(
+    "cert_reqs", ["", "&ssl_cert_reqs=required", "&ssl_cert_reqs=CERT_REQUIRED"]
+)
+def test_backlog_over_tls(tls_redis: tuple[int, Path], cert_reqs: str) -> None:
+    # CERT_REQUIRED is how Celery's docs spell it; kombu accepts it, redis-py does not.
     port, ca = tls_redis
-    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
-    redis.Redis.from_url(url).lpush("celery", b"{}", b"{}")
+    seed = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    redis.Redis.from_url(seed).lpush("celery", b"{}", b"{}")
+    url = seed + cert_reqs
     got = BacklogReader().read([PoolQuery(pool_id="ns/tls", broker_url=url, queues=("celery",))])[
         "ns/tls"
     ]

@@ -8,13 +8,29 @@ which the pool is reported stale and the next tick reconnects.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlparse, urlunparse
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEME = "sentinel://"
 DEFAULT_SENTINEL_PORT = 26379
+
+
+# kombu (kombu/utils/url.py parse_ssl_cert_reqs) accepts both spellings; redis-py only the
+# lower-case one, and Celery's docs show `?ssl_cert_reqs=CERT_REQUIRED`.
+_CERT_REQS = {"CERT_REQUIRED": "required", "CERT_OPTIONAL": "optional", "CERT_NONE": "none"}
+
+
+def _redis_py_url(url: str) -> str:
+    parsed = urlparse(url)
+    query = parse_qsl(parsed.query, keep_blank_values=True)
+    if not any(k == "ssl_cert_reqs" and v in _CERT_REQS for k, v in query):
+        return url
+    fixed = [(k, _CERT_REQS.get(v, v) if k == "ssl_cert_reqs" else v) for k, v in query]
+    return urlunparse(parsed._replace(query=urlencode(fixed, safe="/", quote_via=quote)))
 
 
 def server_label(url: str) -> str:
@@ -62,11 +78,13 @@ def connect(
     `health_check_interval_s` makes an idle connection PING before use, which is how a
     long-lived subscriber notices a peer that vanished without closing the socket.
     """
-    extra: dict[str, Any] = {}
+    # One attempt per call: the caller's next tick is the retry, so a dead broker costs a
+    # tick `timeout_s`, not redis-py's default retries with backoff.
+    extra: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
     if health_check_interval_s:
         extra["health_check_interval"] = health_check_interval_s
     if url.startswith(SENTINEL_SCHEME):
         return _sentinel(url, master_name, timeout_s, extra)
     return redis.Redis.from_url(
-        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **extra
+        _redis_py_url(url), socket_timeout=timeout_s, socket_connect_timeout=timeout_s, **extra
     )
