@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import redis
+from redis.utils import HIREDIS_AVAILABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -135,7 +137,7 @@ def main() -> int:
         ]
         reader = BacklogReader(timeout_s=10)
         reader.read(queries)  # connect once, as the operator does
-        before_calls = client.info("stats")["total_commands_processed"]
+        stats_before = client.info("stats")
         wire = WireCounter()
         times = []
         for _ in range(args.ticks):
@@ -143,15 +145,22 @@ def main() -> int:
             got = reader.read(queries)
             times.append(time.perf_counter() - started)
         trips = wire.sends / args.ticks
+        stats_after = client.info("stats")
         commands = (
-            client.info("stats")["total_commands_processed"] - before_calls - 1
+            stats_after["total_commands_processed"] - stats_before["total_commands_processed"] - 1
         ) / args.ticks
+        sent_mb = (
+            (stats_after["total_net_output_bytes"] - stats_before["total_net_output_bytes"])
+            / args.ticks
+            / 1e6
+        )
         sample = got["ns/p0"]
         assert sample.queues is not None
         assert sample.backlog == args.per_queue * args.queues + 1 + sum(
             1 for i in range(args.unacked) if i % args.pools == 0
         )
 
+    parser_name = "hiredis" if HIREDIS_AVAILABLE else "pure Python (hiredis not installed)"
     times.sort()
     p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
     lines = [
@@ -164,9 +173,13 @@ def main() -> int:
         "| --- | --- |",
         f"| round trips per tick (command batches sent, counted on the wire) | {trips:g} |",
         f"| Redis commands per tick | {commands:.0f} |",
+        f"| bytes from Redis per tick | {sent_mb:.1f} MB |",
         f"| wall time per tick, median | {statistics.median(times) * 1000:.0f} ms |",
         f"| wall time per tick, p95 | {p95 * 1000:.0f} ms |",
         f"| per pool, median | {statistics.median(times) / args.pools * 1e6:.0f} us |",
+        "",
+        f"redis-py {redis.__version__}, reply parser: {parser_name}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at the end.",
         "",
     ]
     text = "\n".join(lines)

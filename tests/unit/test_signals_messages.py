@@ -101,3 +101,31 @@ def test_stale_and_malformed_worker_reports_are_dropped() -> None:
     assert signals.workers is not None
     assert [w.hostname for w in signals.workers] == ["celery@edge", "celery@fresh"]
     assert [w.ts for w in signals.workers] == [NOW - 30, NOW - 2]
+
+
+def test_a_future_eta_at_the_old_end_is_looked_past_from_the_next_read_on() -> None:
+    with running_redis() as server:
+        client = server.client()
+        # LPUSH order: the ETA task is the oldest (rightmost), then two due tasks.
+        client.lpush(
+            "q",
+            raw(envelope(eta="2023-11-14T23:00:00+00:00", published_at=NOW - 900)),
+            raw(envelope(published_at=NOW - 50)),
+            raw(envelope(published_at=NOW - 10)),
+        )
+        reader = BacklogReader(clock=lambda: NOW)
+        query = PoolQuery(pool_id="ns/p", broker_url=server.url, queues=("q",))
+
+        def age() -> float | None:
+            queues = reader.read([query])["ns/p"].queues
+            assert queues is not None
+            return queues[0].oldest_age_s
+
+        assert age() is None  # one message read: a future ETA, so unknown, not late
+        assert age() == 50.0  # the next read scans past it
+        assert age() == 50.0
+        client.rpop("q")  # a worker took the ETA task
+        assert age() == 50.0
+        client.rpop("q")
+        assert age() == 10.0
+        reader.close()
