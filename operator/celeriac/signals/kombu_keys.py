@@ -9,9 +9,13 @@
   value = JSON [payload, exchange, routing_key]) and the sorted set `unacked_index`.
   One hash per database serves every queue.
 - `global_keyprefix` is prepended to every key.
+- kombu lets `unacked_key` / `unacked_index_key` be renamed in transport options; celeriac
+  assumes the defaults (the pool spec has no field for them).
 """
 
 from __future__ import annotations
+
+from celeriac.signals.model import WORKER_LOAD_KEY
 
 DEFAULT_SEP = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -40,4 +44,5 @@ def unacked_key(prefix: str = "") -> str:
 
 
 def worker_load_key(pool_id: str, prefix: str = "") -> str:
-    return f"{prefix}celeriac.workers.{pool_id}"
+    # Not kombu's, but prefixed like kombu's keys so one ACL key pattern covers both.
+    return prefix + WORKER_LOAD_KEY.format(pool_id=pool_id)
