@@ -31,8 +31,11 @@ class EntryWorkers(WorkerFactory):
         hostname: str,
         autoscale: str = "4,1",
         queues: str = "celery,emails,reports",
+        concurrency: int | None = None,
         **env: str,
     ) -> Worker:
+        """`concurrency` starts a fixed pool without any autoscaler instead of `autoscale`."""
+        size = f"--autoscale={autoscale}" if concurrency is None else f"--concurrency={concurrency}"
         log = self.log_dir / f"{hostname.replace('@', '_')}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -41,7 +44,7 @@ class EntryWorkers(WorkerFactory):
                     "-m",
                     "celeriac_worker.entry",
                     "worker",
-                    f"--autoscale={autoscale}",
+                    size,
                     f"--hostname={hostname}",
                     f"--queues={queues}",
                     "--without-gossip",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from celeriac_worker.settings import WorkerEnv
 
 log = logging.getLogger(__name__)
 RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+# Re-read on Celery's own ticks (each task received, and every keepalive when idle).
 RANGE_FILE_RELOAD_S = 5.0
 
 
@@ -73,7 +73,7 @@ def read_text(path: str | None) -> str | None:
         return None
 
 
-class RangeFromFile(bootsteps.Step):  # type: ignore[misc]
+class RangeFromFile(bootsteps.Step):
     """Starts the pool with the range the operator last wrote on the pod, not the CLI's.
 
     Runs its __init__ after Pool's (which reads --autoscale) and before any step creates
@@ -100,10 +100,8 @@ class CeleriacAutoscaler(Autoscaler):
         worker: Any = None,
         **kwargs: Any,
     ) -> None:
-        keepalive = float(os.environ.get("AUTOSCALE_KEEPALIVE", kwargs.pop("keepalive", 30.0)))
-        super().__init__(
-            pool, max_concurrency, min_concurrency, worker=worker, keepalive=keepalive, **kwargs
-        )
+        # keepalive defaults to env AUTOSCALE_KEEPALIVE (read by celery.worker.autoscale).
+        super().__init__(pool, max_concurrency, min_concurrency, worker=worker, **kwargs)
         self.env = WorkerEnv()
         self.cpu = CpuSampler()
         self._range_checked = time.monotonic()
@@ -159,8 +157,6 @@ class CeleriacAutoscaler(Autoscaler):
                 self.env.cpu_limit_cores,
                 self.env.target_cpu,
             )
-            if procs + grow < self.min_concurrency:
-                grow = self.min_concurrency - procs
             if grow > 0:
                 self.scale_up(grow)
                 return True

@@ -91,7 +91,7 @@ def _count_received(request: Any = None, **_: Any) -> None:
         METRICS.tasks.labels(request.name, queue, "received").inc()
 
 
-class MetricsServer(bootsteps.StartStopStep):  # type: ignore[misc]
+class MetricsServer(bootsteps.StartStopStep):
     """Serves /metrics once the pool exists; a port of 0 (the default) turns it off."""
 
     requires = {"celery.worker.components:Pool"}

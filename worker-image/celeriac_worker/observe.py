@@ -129,7 +129,7 @@ def _observing_success(on_success: Callable[..., Any]) -> Callable[..., Any]:
     return observed
 
 
-class CeleriacRequest(Request):  # type: ignore[misc]
+class CeleriacRequest(Request):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # create_request_cls() subclasses the task's Request and redefines on_success

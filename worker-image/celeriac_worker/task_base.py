@@ -5,5 +5,5 @@ from __future__ import annotations
 from celery import Task
 
 
-class ObservedTask(Task):  # type: ignore[misc]
+class ObservedTask(Task):
     Request = "celeriac_worker.observe:CeleriacRequest"
