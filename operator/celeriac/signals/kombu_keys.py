@@ -44,5 +44,6 @@ def unacked_key(prefix: str = "") -> str:
 
 
 def worker_load_key(pool_id: str, prefix: str = "") -> str:
-    # Not kombu's, but prefixed like kombu's keys so one ACL key pattern covers both.
+    # Not kombu's, but prefixed the same way: pools sharing a Redis through global_keyprefix
+    # stay apart (the worker image writes it under its transport's prefix).
     return prefix + WORKER_LOAD_KEY.format(pool_id=pool_id)
