@@ -40,6 +40,7 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --config-file worker-image/pyproject.toml
 
 test-unit: venv
 	$(VENV)/bin/pytest tests/unit -q
