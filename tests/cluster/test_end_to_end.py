@@ -46,7 +46,8 @@ def pool(name: str, **scaling: Any) -> dict[str, Any]:
         "kind": "CeleryWorkerPool",
         "metadata": {"name": name},
         "spec": {
-            "queues": ["celery"],
+            # A queue of its own: pools of earlier tests may still be draining on this broker.
+            "queues": [name],
             "template": {
                 "image": "ghcr.io/celeriac/worker:0.1.0",
                 "app": "celeriac_worker.celery_app",
@@ -140,7 +141,7 @@ def test_burst_scales_up_fast_drains_and_scales_back_down(
 
     pushed = time.monotonic()
     ids = [
-        app.send_task(LONG_JOB, kwargs={"steps": 1, "step_seconds": 1.0}, queue="celery").id
+        app.send_task(LONG_JOB, kwargs={"steps": 1, "step_seconds": 1.0}, queue="burst").id
         for _ in range(40)
     ]
     wait_for(
@@ -175,7 +176,7 @@ def test_deleting_a_busy_worker_pod_loses_no_task(
     start_pool(cluster, ns, "victim", operator, maxReplicas=1)
     app = Celery("e2e", broker=broker.url, backend=broker.url)
     ids = [
-        app.send_task(LONG_JOB, kwargs={"steps": 3, "step_seconds": 1.0}, queue="celery").id
+        app.send_task(LONG_JOB, kwargs={"steps": 3, "step_seconds": 1.0}, queue="victim").id
         for _ in range(4)
     ]
     wait_for(
@@ -234,7 +235,7 @@ def test_killing_the_operator_mid_scale_loses_nothing(
     start_pool(cluster, ns, "phoenix", operator)
     app = Celery("e2e", broker=broker.url, backend=broker.url)
     ids = [
-        app.send_task(LONG_JOB, kwargs={"steps": 1, "step_seconds": 1.0}, queue="celery").id
+        app.send_task(LONG_JOB, kwargs={"steps": 1, "step_seconds": 1.0}, queue="phoenix").id
         for _ in range(30)
     ]
     wait_for("scale-up begins", lambda: replicas(cluster, ns, "phoenix") > 1, 20, 0.1)
@@ -270,7 +271,7 @@ def test_scale_in_removes_idle_pods_and_keeps_the_busy_ones(
     )
     app = Celery("e2e", broker=broker.url, backend=broker.url)
     ids = [
-        app.send_task(LONG_JOB, kwargs={"steps": 15, "step_seconds": 1.0}, queue="celery").id
+        app.send_task(LONG_JOB, kwargs={"steps": 15, "step_seconds": 1.0}, queue="drain").id
         for _ in range(2)
     ]
     wait_for(
@@ -315,7 +316,7 @@ def test_a_cpu_bound_pool_gets_a_narrower_range_live_on_the_pod(
 ) -> None:
     cluster, ns = crd_installed, loop_ns
     manifest = pool("hot", minReplicas=1, maxReplicas=1, targetCpuUtilizationPercent=5)
-    manifest["spec"]["queues"] = ["reports"]
+    manifest["spec"]["queues"] = ["hot"]
     manifest["spec"]["worker"]["concurrency"] = {"min": 1, "max": 3}
     manifest["spec"]["template"]["env"].append({"name": "CELERIAC_CPU_LIMIT_CORES", "value": "1"})
     cluster.kubectl("-n", ns, "apply", "-f", "-", input_text=json.dumps(manifest))
@@ -329,7 +330,7 @@ def test_a_cpu_bound_pool_gets_a_narrower_range_live_on_the_pod(
         app.send_task(
             "celeriac_worker.tasks.render_report",
             kwargs={"title": "t", "pages": 6, "depth": 300},
-            queue="reports",
+            queue="hot",
         ).id
         for _ in range(3)
     ]

@@ -141,6 +141,12 @@ class CeleriacAutoscaler(Autoscaler):
     # --- Celery's hooks ------------------------------------------------------------
 
     def _maybe_scale(self, req: Any = None) -> bool:
+        try:
+            self.processes  # noqa: B018 - probes that the pool is still open
+        except AttributeError:
+            # A message can still arrive while a cold shutdown closes the pool; asking the
+            # closed pool its size raised and turned a clean shutdown into exit code 1.
+            return False
         self._reload_range_file()
         procs = self.processes
         if procs < self.min_concurrency:
