@@ -36,29 +36,20 @@ class EntryWorkers(WorkerFactory):
     ) -> Worker:
         """`concurrency` starts a fixed pool without any autoscaler instead of `autoscale`."""
         size = f"--autoscale={autoscale}" if concurrency is None else f"--concurrency={concurrency}"
-        log = self.log_dir / f"{hostname.replace('@', '_')}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celeriac_worker.entry",
-                    "worker",
-                    size,
-                    f"--hostname={hostname}",
-                    f"--queues={queues}",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                env=self.env(**env),
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = Worker(hostname, proc, log)
-        self.workers.append(worker)
-        return worker
+        return self.spawn(
+            hostname,
+            [
+                "-m",
+                "celeriac_worker.entry",
+                "worker",
+                size,
+                f"--hostname={hostname}",
+                f"--queues={queues}",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+        )
 
     def started(self, app: Celery, hostname: str, **kwargs: Any) -> Worker:
         """Start a worker and wait (bounded) until it answers remote control."""

@@ -58,24 +58,31 @@ class WorkerFactory:
         queues: str = "celery,emails,reports",
         **env: str,
     ) -> Worker:
+        return self.spawn(
+            hostname,
+            [
+                "-m",
+                "celery",
+                "-A",
+                "celeriac_worker.celery_app",
+                "worker",
+                f"--autoscale={autoscale}",
+                f"--hostname={hostname}",
+                f"--queues={queues}",
+                "--pool=prefork",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+        )
+
+    def spawn(self, hostname: str, python_args: list[str], env: dict[str, str]) -> Worker:
+        """Run `python <python_args>` as a worker in its own session, logging to a file."""
         log = self.log_dir / f"{hostname.replace('@', '_')}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "celeriac_worker.celery_app",
-                    "worker",
-                    f"--autoscale={autoscale}",
-                    f"--hostname={hostname}",
-                    f"--queues={queues}",
-                    "--pool=prefork",
-                    "--loglevel=INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
+                [sys.executable, *python_args],
                 env=self.env(**env),
                 cwd=ROOT,
                 stdout=out,
