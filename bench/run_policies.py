@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from celeriac.sim.engine import SimConfig, simulate  # noqa: E402
-from celeriac.sim.metrics import SimResult  # noqa: E402
+from celeriac.sim.metrics import HEADLINE, SimResult  # noqa: E402
 from celeriac.sim.policies import POLICY_NAMES, make_policy  # noqa: E402
 from workloads import SHAPES  # noqa: E402
 
@@ -104,18 +104,7 @@ def main() -> int:
         ]
         means = {}
         for name, rows in per_policy.items():
-            m = {
-                k: statistics.mean(float(r[k]) for r in rows)
-                for k in (
-                    "slo_attainment",
-                    "wait_p50_s",
-                    "wait_p95_s",
-                    "wait_p99_s",
-                    "pod_seconds",
-                    "scaling_actions",
-                    "max_replicas",
-                )
-            }
+            m = {k: statistics.mean(float(r[k]) for r in rows) for k in HEADLINE}
             means[name] = m
             lines.append(
                 f"| {name} | {m['slo_attainment']:.1%} | {m['wait_p50_s']:.1f} s | {m['wait_p95_s']:.1f} s | {m['wait_p99_s']:.1f} s "

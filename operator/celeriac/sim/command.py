@@ -9,20 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from celeriac.sim.engine import SimConfig, simulate
+from celeriac.sim.metrics import HEADLINE
 from celeriac.sim.policies import POLICY_NAMES, make_policy
 from celeriac.sim.trace import TraceError, load_trace
 
-COLUMNS = (
-    "policy",
-    "tasks",
-    "slo_attainment",
-    "wait_p50_s",
-    "wait_p95_s",
-    "wait_p99_s",
-    "pod_seconds",
-    "scaling_actions",
-    "max_replicas",
-)
+COLUMNS = ("policy", "tasks", *HEADLINE)
 
 
 def _run(args: argparse.Namespace) -> int:

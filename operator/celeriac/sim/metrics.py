@@ -14,6 +14,18 @@ class TimelinePoint(NamedTuple):
     oldest_wait_s: float
 
 
+# The numbers a comparison reports per policy, in table order (all keys of summary()).
+HEADLINE = (
+    "slo_attainment",
+    "wait_p50_s",
+    "wait_p95_s",
+    "wait_p99_s",
+    "pod_seconds",
+    "scaling_actions",
+    "max_replicas",
+)
+
+
 @dataclass
 class SimResult:
     policy: str
