@@ -71,6 +71,13 @@ def pool_ns(crd_installed: ControlPlane, namespace: str, broker: RedisServer) ->
     return namespace
 
 
+def degraded(cluster: ControlPlane, ns: str, name: str) -> dict[str, Any] | None:
+    """The pool's Degraded condition when it is True."""
+    status = (get(cluster, ns, "cwp", name) or {}).get("status", {})
+    cond = next((c for c in status.get("conditions", []) if c["type"] == "Degraded"), None)
+    return cond if cond and cond["status"] == "True" else None
+
+
 def apply(cluster: ControlPlane, ns: str, doc: dict[str, Any]) -> None:
     cluster.kubectl("-n", ns, "apply", "-f", "-", input_text=json.dumps(doc))
 
@@ -234,13 +241,11 @@ def test_missing_secret_is_reported_and_other_pools_keep_working(
     apply(crd_installed, pool_ns, bad)
     apply(crd_installed, pool_ns, pool_manifest("healthy"))
 
-    def degraded() -> dict[str, Any] | None:
-        s = get(crd_installed, pool_ns, "cwp", "nosecret")
-        conds = {c["type"]: c for c in (s or {}).get("status", {}).get("conditions", [])}
-        d = conds.get("Degraded")
-        return d if d and d["status"] == "True" else None
-
-    cond = wait_for("Degraded on the pool without a Secret", degraded, operator)
+    cond = wait_for(
+        "Degraded on the pool without a Secret",
+        lambda: degraded(crd_installed, pool_ns, "nosecret"),
+        operator,
+    )
     assert cond["reason"] == "BrokerUnavailable"
     assert f"Secret {pool_ns}/does-not-exist not found" in cond["message"]
     # Held at minReplicas, never scaled to zero on a missing signal.
@@ -334,13 +339,9 @@ def test_a_broken_broker_is_reported_in_status_not_crashed_on(
     doc["spec"]["broker"]["urlSecretRef"]["name"] = f"b-{case}"
     apply(crd_installed, pool_ns, doc)
 
-    def degraded() -> dict[str, Any] | None:
-        s = get(crd_installed, pool_ns, "cwp", f"bad-{case}")
-        conds = {c["type"]: c for c in (s or {}).get("status", {}).get("conditions", [])}
-        d = conds.get("Degraded")
-        return d if d and d["status"] == "True" else None
-
-    cond = wait_for(f"Degraded on {case}", degraded, operator)
+    cond = wait_for(
+        f"Degraded on {case}", lambda: degraded(crd_installed, pool_ns, f"bad-{case}"), operator
+    )
     assert message in cond["message"]
     assert deployment_replicas(crd_installed, pool_ns, f"bad-{case}") == 1
     assert operator.alive(), operator.log_tail()
