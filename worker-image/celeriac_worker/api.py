@@ -28,25 +28,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EmailRequest(Strict):
-    recipient: EmailStr
-    subject: Annotated[str, Field(min_length=1, max_length=200)]
-    content: Annotated[str, Field(max_length=100_000)]
+class TaskRequest(Strict):
     priority: Priority = 5
 
 
-class ReportRequest(Strict):
+class EmailRequest(TaskRequest):
+    recipient: EmailStr
+    subject: Annotated[str, Field(min_length=1, max_length=200)]
+    content: Annotated[str, Field(max_length=100_000)]
+
+
+class ReportRequest(TaskRequest):
     title: Annotated[str, Field(min_length=1, max_length=200)] = "report"
     pages: Annotated[int, Field(ge=1, le=200)]
     depth: Annotated[int, Field(ge=1, le=2000)] = 60
     seed: int = 0
-    priority: Priority = 5
 
 
-class LongJobRequest(Strict):
+class LongJobRequest(TaskRequest):
     steps: Annotated[int, Field(ge=1, le=10_000)]
     step_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
-    priority: Priority = 5
 
 
 class Accepted(BaseModel):
@@ -64,42 +65,27 @@ class TaskState(BaseModel):
     error: str | None = None
 
 
-def _enqueue(task: Any, queue: str, priority: int, **kwargs: Any) -> Accepted:
-    result = task.apply_async(kwargs=kwargs, queue=queue, priority=priority)
+def _enqueue(task: Any, queue: str, body: TaskRequest) -> Accepted:
+    # Every field of the request but its priority is the task's keyword arguments.
+    kwargs = body.model_dump(mode="json", exclude={"priority"})
+    result = task.apply_async(kwargs=kwargs, queue=queue, priority=body.priority)
     ENQUEUED.labels(task.name, queue).inc()
     return Accepted(id=result.id, task=task.name, queue=queue, status_url=f"/tasks/{result.id}")
 
 
 @api.post("/tasks/email", status_code=202, response_model=Accepted)
 def enqueue_email(body: EmailRequest) -> Accepted:
-    return _enqueue(
-        tasks.send_email,
-        "emails",
-        body.priority,
-        recipient=body.recipient,
-        subject=body.subject,
-        content=body.content,
-    )
+    return _enqueue(tasks.send_email, "emails", body)
 
 
 @api.post("/tasks/report", status_code=202, response_model=Accepted)
 def enqueue_report(body: ReportRequest) -> Accepted:
-    return _enqueue(
-        tasks.render_report,
-        "reports",
-        body.priority,
-        title=body.title,
-        pages=body.pages,
-        depth=body.depth,
-        seed=body.seed,
-    )
+    return _enqueue(tasks.render_report, "reports", body)
 
 
 @api.post("/tasks/long", status_code=202, response_model=Accepted)
 def enqueue_long(body: LongJobRequest) -> Accepted:
-    return _enqueue(
-        tasks.long_job, "celery", body.priority, steps=body.steps, step_seconds=body.step_seconds
-    )
+    return _enqueue(tasks.long_job, "celery", body)
 
 
 @api.get("/tasks/{task_id}", response_model=TaskState)
