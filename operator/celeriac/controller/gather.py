@@ -12,10 +12,6 @@ from collections.abc import Sequence
 from celeriac.api.pool import CeleryWorkerPoolSpec
 from celeriac.signals.model import PoolSignals
 from celeriac.signals.reader import BacklogReader, PoolQuery
-from celeriac.signals.wakeup import WakeupListener
-
-Query = PoolQuery
-Wakeup = WakeupListener
 
 _reader = BacklogReader()
 

@@ -21,6 +21,8 @@ from celeriac.controller.settings import OperatorSettings
 from celeriac.policy import decide
 from celeriac.signals.model import PoolSignals
 from celeriac.signals.pod_metrics import PodMetricsReader
+from celeriac.signals.reader import PoolQuery
+from celeriac.signals.wakeup import WakeupListener
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,12 @@ SECRET_TTL_S = 15.0
 class Runtime:
     settings: OperatorSettings
     kube: Kube
-    batcher: Batcher[gather.Query, PoolSignals]
+    batcher: Batcher[PoolQuery, PoolSignals]
     wakes: dict[str, asyncio.Event] = field(default_factory=dict)
     secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
-    watcher: gather.Wakeup | None = None
+    watcher: WakeupListener | None = None
     loop: asyncio.AbstractEventLoop | None = None
-    queries: dict[str, gather.Query] = field(default_factory=dict)
+    queries: dict[str, PoolQuery] = field(default_factory=dict)
     control: CeleryControl = field(default_factory=CeleryControl)
     pod_metrics: PodMetricsReader | None = None
 
@@ -54,7 +56,7 @@ class Runtime:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         if self.settings.wakeup:
-            self.watcher = gather.Wakeup(
+            self.watcher = WakeupListener(
                 self._wake_threadsafe, min_interval_s=self.settings.min_reconcile_interval_s
             )
 
