@@ -18,10 +18,10 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need) >/dev/null; \
 	fi
 
-$(VENV)/.installed: pyproject.toml worker-image/pyproject.toml
+$(VENV)/.installed: pyproject.toml worker-image/pyproject.toml devtools/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]' -e ./worker-image
+	$(VENV)/bin/pip install -q -e '.[dev]' -e ./worker-image -e ./devtools
 	touch $@
 
 venv: $(VENV)/.installed
@@ -32,7 +32,7 @@ control-plane:
 crds: venv
 	$(PY) -m celeriac crd --write
 
-LINT_PATHS := $(wildcard operator worker-image tests bench)
+LINT_PATHS := $(wildcard operator devtools worker-image tests bench)
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
@@ -56,13 +56,13 @@ test: setup lint typecheck
 	$(VENV)/bin/pytest tests/unit tests/integration tests/cluster -q -p no:cacheprovider
 
 demo: setup
-	$(PY) -m celeriac demo
+	$(PY) -m celeriac_dev demo
 
 bench: venv
 	$(PY) bench/run_all.py
 
 cluster-up: setup
-	$(PY) -m celeriac cluster up
+	$(PY) -m celeriac_dev cluster up
 
 cluster-down: venv
-	$(PY) -m celeriac cluster down
+	$(PY) -m celeriac_dev cluster down

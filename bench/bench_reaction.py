@@ -26,7 +26,7 @@ from tests.support.operator_process import OperatorProcess  # noqa: E402
 from tests.support.redis_server import running_redis  # noqa: E402
 
 from celeriac.api.crd import CRD_FILE  # noqa: E402
-from celeriac.devcluster.controlplane import ControlPlane  # noqa: E402
+from celeriac_dev.controlplane import ControlPlane  # noqa: E402
 
 
 def pool(name: str) -> dict[str, object]:

@@ -11,8 +11,6 @@ SUBCOMMANDS: dict[str, str] = {
     "crd": "celeriac.api.crd",
     "run": "celeriac.controller.command",
     "simulate": "celeriac.sim.command",
-    "cluster": "celeriac.devcluster.command",
-    "demo": "celeriac.devcluster.demo",
 }
 
 

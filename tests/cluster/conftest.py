@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from celeriac.api.crd import CRD_FILE
-from celeriac.devcluster.controlplane import ControlPlane
-from celeriac.devcluster.kubelet import ProcessKubelet
+from celeriac_dev.controlplane import ControlPlane
+from celeriac_dev.kubelet import ProcessKubelet
 from tests.support.redis_server import RedisServer, running_redis
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from celeriac.devcluster.controlplane import ControlPlane
+from celeriac_dev.controlplane import ControlPlane
 from tests.support.waiting import wait_for
 
 

@@ -15,8 +15,8 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
-from celeriac.devcluster.controlplane import ControlPlane
-from celeriac.devcluster.kubelet import ProcessKubelet, placement
+from celeriac_dev.controlplane import ControlPlane
+from celeriac_dev.kubelet import ProcessKubelet, placement
 from tests.support.operator_process import OperatorProcess
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for

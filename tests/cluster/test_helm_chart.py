@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from celeriac.devcluster.controlplane import ControlPlane, find_binaries
+from celeriac_dev.controlplane import ControlPlane, find_binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "celeriac"

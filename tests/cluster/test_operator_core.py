@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from celery import Celery
 
-from celeriac.devcluster.controlplane import ControlPlane
+from celeriac_dev.controlplane import ControlPlane
 from tests.support import waiting
 from tests.support.operator_process import OperatorProcess
 from tests.support.redis_server import RedisServer

@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from celeriac.devcluster.controlplane import ControlPlane
+from celeriac_dev.controlplane import ControlPlane
 from tests.support.operator_process import OperatorProcess
 from tests.support.redis_server import running_redis
 from tests.support.waiting import wait_for

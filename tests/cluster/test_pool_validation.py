@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from celeriac.devcluster.controlplane import ControlPlane
+from celeriac_dev.controlplane import ControlPlane
 
 VALID: dict[str, Any] = {
     "apiVersion": "celeriac.dev/v1alpha1",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from celeriac.devcluster.controlplane import ControlPlane
-from celeriac.devcluster.kubelet import ProcessKubelet, placement
+from celeriac_dev.controlplane import ControlPlane
+from celeriac_dev.kubelet import ProcessKubelet, placement
 from tests.support.waiting import wait_for
 
 SCRIPT = """

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from celeriac.devcluster.certs import create_pki
 from celeriac.signals.reader import BacklogReader, PoolQuery
+from celeriac_dev.certs import create_pki
 from tests.support.redis_server import free_port, running_redis
 from tests.support.waiting import wait_for
 

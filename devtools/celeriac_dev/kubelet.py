@@ -313,14 +313,20 @@ class ProcessKubelet:
         )
         env["HOSTNAME"] = pod.metadata.name
         env["POD_DIR"] = str(pod_dir)
+        declared: set[str] = set()
         for var in container.env or []:
+            declared.add(var.name)
             if var.value is not None:
                 env[var.name] = expand(var.value, env)
             elif var.value_from is not None:
                 env[var.name] = self._env_from(pod, var.value_from)
+        # Only the container's own variables name paths inside its mounts. Inherited ones
+        # (PATH) are host paths: a clone under /tmp beside an emptyDir at /tmp once sent
+        # PATH into the pod directory and no command was found.
         for mount_path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-            for key, value in list(env.items()):
-                if value.startswith(mount_path):
+            for key in declared:
+                value = env[key]
+                if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
                     env[key] = str(local) + value[len(mount_path) :]
         if pod.spec.service_account_name and pod.spec.automount_service_account_token is not False:
             env["KUBECONFIG"] = str(self._service_account_kubeconfig(pod, pod_dir))

@@ -1,4 +1,4 @@
-"""`celeriac cluster up|down|status`: the local control plane from the command line."""
+"""`celeriac-dev cluster up|down`: the local control plane from the command line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from celeriac.devcluster.controlplane import (
+from celeriac_dev.controlplane import (
     ControlPlane,
     ControlPlaneError,
     cache_dir,

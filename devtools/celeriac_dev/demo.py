@@ -1,4 +1,4 @@
-"""`celeriac demo`: the whole loop on a local control plane, shown live.
+"""`celeriac-dev demo`: the whole loop on a local control plane, shown live.
 
 Brings up the local control plane with a process node (pods run as host processes),
 a redis-server as the broker, installs the Helm chart (the operator runs as a pod, with
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celeriac.devcluster.controlplane import ControlPlane, ControlPlaneError, find_binaries
-from celeriac.devcluster.kubelet import placement
+from celeriac_dev.controlplane import ControlPlane, ControlPlaneError, find_binaries
+from celeriac_dev.kubelet import placement
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "deploy" / "celeriac"
@@ -291,7 +291,7 @@ def plot(samples: list[Sample], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out_dir: Path = args.out_dir
+    out_dir: Path = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     state = out_dir / "cluster"
     redis_port, api_port = _free_port(), _free_port()

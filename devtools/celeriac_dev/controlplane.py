@@ -3,7 +3,7 @@
 Start order: etcd, kube-apiserver (TLS, client-cert admin), controller-manager,
 scheduler, kwok; then one fake node. Each process runs in its own session so
 teardown can signal the whole group, and its pid is recorded in the state
-directory so `celeriac cluster down` can stop a cluster another process started.
+directory so `celeriac-dev cluster down` can stop a cluster another process started.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from celeriac.devcluster.certs import PKI, create_pki
-from celeriac.devcluster.kubelet import ProcessKubelet
+from celeriac_dev.certs import PKI, create_pki
+from celeriac_dev.kubelet import ProcessKubelet
 
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 FAKE_NODE_NAME = "kwok-node-0"
@@ -84,6 +84,12 @@ class ControlPlane:
     apiserver_port: int = 0
     etcd_port: int = 0
     kubelets: list[ProcessKubelet] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Every process runs with its working directory inside state_dir: a relative path
+        # handed to it would point nowhere (`--out-dir .demo` did, issue #12).
+        self.state_dir = self.state_dir.resolve()
+        self.bin_dir = self.bin_dir.resolve()
 
     @property
     def kubeconfig(self) -> Path:

@@ -1,0 +1,5 @@
+import sys
+
+from celeriac_dev.cli import main
+
+sys.exit(main())
