@@ -56,7 +56,7 @@ test: setup lint typecheck
 	$(VENV)/bin/pytest tests/unit tests/integration tests/cluster -q -p no:cacheprovider
 
 demo: setup
-	$(PY) -m celeriac_dev demo
+	$(PY) -m celeriac_dev demo --chart $(CURDIR)/deploy/celeriac
 
 bench: venv
 	$(PY) bench/run_all.py

@@ -11,44 +11,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celeriac.actuators.render import deployment_name
+from celeriac.policy.model import PolicyMemory
 from celeriac_dev.controlplane import ControlPlane, ControlPlaneError, find_binaries
+from celeriac_dev.demo_report import (
+    Recording,
+    ReplicaChange,
+    Sample,
+    keda_outcome,
+    measured_outcome,
+    plot,
+    summary_lines,
+)
 from celeriac_dev.kubelet import placement
 
-ROOT = Path(__file__).resolve().parents[3]
-CHART = ROOT / "deploy" / "celeriac"
 NAMESPACE = "celeriac-demo"
 POOL = "demo"
-
-
-@dataclass
-class Sample:
-    t: float
-    backlog: int | None
-    desired: int | None
-    ready: int | None
-    pods: int
-    pod_range: str | None
-    reason: str | None
-
-
-@dataclass
-class DemoRun:
-    cluster: ControlPlane
-    broker_url: str
-    out_dir: Path
-    samples: list[Sample] = field(default_factory=list)
 
 
 def _free_port() -> int:
@@ -89,7 +80,7 @@ def helm(cluster: ControlPlane, *args: str) -> str:
     return result.stdout
 
 
-def install_operator(cluster: ControlPlane) -> None:
+def install_operator(cluster: ControlPlane, chart: Path) -> None:
     where = placement()
     values = {
         "watchNamespaces": [NAMESPACE],
@@ -104,7 +95,7 @@ def install_operator(cluster: ControlPlane) -> None:
         cluster,
         "install",
         "celeriac",
-        str(CHART),
+        str(chart),
         "-n",
         "celeriac-system",
         "--create-namespace",
@@ -218,16 +209,6 @@ def wait_http(url: str, timeout_s: float) -> None:
     raise ControlPlaneError(f"{url} did not answer within {timeout_s:.0f} s")
 
 
-def wait_pool_ready(cluster: ControlPlane, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        s = sample(cluster, 0.0)
-        if s.ready and s.ready >= 1 and s.backlog is not None:
-            return
-        time.sleep(1)
-    raise ControlPlaneError(f"the pool had no ready worker within {timeout_s:.0f} s")
-
-
 def sample(cluster: ControlPlane, t: float) -> Sample:
     pool = json.loads(cluster.kubectl("-n", NAMESPACE, "get", "cwp", POOL, "-o", "json"))
     status = pool.get("status", {})
@@ -247,133 +228,212 @@ def sample(cluster: ControlPlane, t: float) -> Sample:
     )
 
 
+def wait_pool_ready(cluster: ControlPlane, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        s = sample(cluster, 0.0)
+        if s.ready and s.ready >= 1 and s.backlog is not None:
+            return
+        time.sleep(1)
+    raise ControlPlaneError(f"the pool had no ready worker within {timeout_s:.0f} s")
+
+
 def show(s: Sample) -> None:
+    def num(value: int | None, width: int) -> str:
+        return ("?" if value is None else str(value)).rjust(width)
+
     print(
-        f"t={s.t:6.1f}s  backlog={s.backlog if s.backlog is not None else '?':>5}  "
-        f"desired={s.desired if s.desired is not None else '?':>2}  ready={s.ready if s.ready is not None else '?':>2}  "
-        f"pods={s.pods:>2}  range={s.pod_range or '?':>5}  {s.reason or ''}",
+        f"t={s.t:6.1f}s  backlog={num(s.backlog, 5)}  desired={num(s.desired, 2)}  "
+        f"ready={num(s.ready, 2)}  pods={s.pods:>2}  range={s.pod_range or '?':>5}  "
+        f"{s.reason or ''}",
         flush=True,
     )
 
 
-def plot(samples: list[Sample], path: Path) -> None:
-    import matplotlib
+class DeploymentWatch(threading.Thread):
+    """Records every change of the worker Deployment's spec and ready replicas, with the
+    monotonic time it arrived: the summary's reaction times come from here, not from the
+    once-a-second table."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self, cluster: ControlPlane) -> None:
+        super().__init__(daemon=True)
+        self.api = cluster.api_client()
+        self.seen: list[tuple[float, int, int]] = []
+        self.stopping = threading.Event()
 
-    t = [s.t for s in samples]
-    fig, ax1 = plt.subplots(figsize=(9, 4.5))
-    ax1.plot(t, [s.backlog or 0 for s in samples], color="tab:red", label="backlog (tasks)")
-    ax1.set_xlabel("seconds since burst")
-    ax1.set_ylabel("backlog (tasks)", color="tab:red")
-    ax2 = ax1.twinx()
-    ax2.step(
-        t,
-        [s.desired or 0 for s in samples],
-        where="post",
-        color="tab:blue",
-        label="desired replicas",
+    def run(self) -> None:
+        from kubernetes import client, watch
+
+        apps = client.AppsV1Api(self.api)
+        while not self.stopping.is_set():
+            try:
+                for event in watch.Watch().stream(
+                    apps.list_namespaced_deployment,
+                    NAMESPACE,
+                    field_selector=f"metadata.name={deployment_name(POOL)}",
+                    timeout_seconds=5,
+                ):
+                    deployment = event["object"]
+                    spec = deployment.spec.replicas or 0
+                    ready = deployment.status.ready_replicas or 0
+                    if not self.seen or self.seen[-1][1:] != (spec, ready):
+                        self.seen.append((time.monotonic(), spec, ready))
+                    if self.stopping.is_set():
+                        return
+            except Exception as exc:  # noqa: BLE001 - a dropped watch is retried; the demo goes on
+                print(f"   (deployment watch: {exc!r}; retrying)", file=sys.stderr)
+                time.sleep(0.5)
+
+    def changes(self, t0: float) -> list[ReplicaChange]:
+        return [ReplicaChange(t - t0, spec, ready) for t, spec, ready in self.seen]
+
+
+def learned_by_operator(cluster: ControlPlane, recording: Recording) -> None:
+    """The service time and pod start-up the operator measured, from the pool's status."""
+    pool = json.loads(cluster.kubectl("-n", NAMESPACE, "get", "cwp", POOL, "-o", "json"))
+    memory = PolicyMemory.model_validate(pool.get("status", {}).get("policyMemory") or {})
+    recording.service_s = memory.service_s
+    recording.startup_s = memory.startup_s
+
+
+def send_burst(api: str, tasks: int, recording: Recording, t0: float) -> None:
+    for i in range(tasks):
+        post_json(f"{api}/tasks/report", {"pages": 1, "depth": 40, "seed": i})
+        recording.arrivals_s.append(time.monotonic() - t0)
+
+
+def watch_pool(cluster: ControlPlane, args: argparse.Namespace, recording: Recording) -> float:
+    """Samples the pool once a second from `baseline` seconds before the burst until it is
+    back at one pod with nothing waiting, or the run's time is up. Returns the burst's
+    start on the monotonic clock."""
+    api = args.api
+    t0 = time.monotonic() + float(args.baseline)
+    while time.monotonic() < t0:
+        s = sample(cluster, time.monotonic() - t0)
+        recording.samples.append(s)
+        show(s)
+        time.sleep(1)
+    print(f"== sending a burst of {args.tasks} tasks through {api}", flush=True)
+    sender = threading.Thread(target=send_burst, args=(api, args.tasks, recording, t0), daemon=True)
+    sender.start()
+    while time.monotonic() - t0 < args.duration:
+        s = sample(cluster, time.monotonic() - t0)
+        recording.samples.append(s)
+        show(s)
+        settled = s.backlog == 0 and s.desired == 1 and s.pods == 1 and s.t > 20
+        if settled and not sender.is_alive():
+            break
+        time.sleep(1)
+    sender.join(timeout=30)
+    return t0
+
+
+def report(cluster: ControlPlane, args: argparse.Namespace, recording: Recording) -> int:
+    """Prints the summary and writes the plot; 1 if the loop did not close (no scale-up,
+    or the backlog not drained), so CI fails on a demo that shows nothing."""
+    learned_by_operator(cluster, recording)
+    measured = measured_outcome(recording)
+    end = recording.samples[-1].t if recording.samples else 0.0
+    keda = keda_outcome(recording, concurrency=3, max_replicas=6, end_s=end)
+    outcomes = [measured] + ([keda.outcome] if keda else [])
+    png = args.out_dir / "demo.png"
+    plot(recording, keda, png)
+    print("== summary", flush=True)
+    for line in summary_lines(recording, outcomes, args.tasks):
+        print(f"   {line}", flush=True)
+    print(f"   plot: {png}", flush=True)
+    events = cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.name={POOL}",
+        "--sort-by=.lastTimestamp",
+        check=False,
     )
-    ax2.step(
-        t,
-        [s.pods for s in samples],
-        where="post",
-        color="tab:green",
-        linestyle="--",
-        label="worker pods",
+    print(events, flush=True)
+    if measured.peak_pods <= 1 or measured.drained_after_s is None:
+        print(
+            "error: the burst did not scale the pool up and drain within the run", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def find_chart(given: Path | None) -> Path:
+    chart = given or Path(os.environ.get("CELERIAC_CHART", "deploy/celeriac"))
+    if not (chart / "Chart.yaml").is_file():
+        raise ControlPlaneError(
+            f"no Helm chart at {chart}: run from the repository root (`make demo`) "
+            "or pass --chart PATH/TO/deploy/celeriac"
+        )
+    return chart.resolve()
+
+
+def bring_up(
+    cluster: ControlPlane, args: argparse.Namespace, workdir: Path
+) -> subprocess.Popen[bytes]:
+    """Control plane, process node, broker, operator, task API and the pool, in order."""
+    started = time.monotonic()
+    cluster.start()
+    cluster.start_process_kubelet()
+    redis_port, api_port = _free_port(), _free_port()
+    redis_proc = start_redis(redis_port, workdir)
+    broker_url = f"redis://127.0.0.1:{redis_port}/0"
+    print(
+        f"   up in {time.monotonic() - started:.1f} s; KUBECONFIG={cluster.kubeconfig}", flush=True
     )
-    ax2.set_ylabel("replicas")
-    fig.legend(loc="upper right")
-    ax1.set_title("celeriac demo: a burst of tasks, backlog and worker pods")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    print(
+        "== helm install celeriac (the operator runs as a pod with the chart's ServiceAccount)",
+        flush=True,
+    )
+    install_operator(cluster, args.chart)
+    cluster.kubectl(
+        "-n",
+        NAMESPACE,
+        "create",
+        "secret",
+        "generic",
+        "demo-broker",
+        f"--from-literal=url={broker_url}",
+    )
+    print("== task API and a CeleryWorkerPool", flush=True)
+    deploy_api(cluster, api_port)
+    apply(cluster, pool_manifest())
+    args.api = f"http://127.0.0.1:{api_port}"
+    wait_http(f"{args.api}/healthz", 60)
+    return redis_proc
 
 
 def run(args: argparse.Namespace) -> int:
-    out_dir: Path = args.out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = out_dir / "cluster"
-    redis_port, api_port = _free_port(), _free_port()
-    started = time.monotonic()
+    args.out_dir = args.out_dir.resolve()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     print("== starting the local control plane with a process node", flush=True)
-    cluster = ControlPlane(state_dir=state)
     redis_proc: subprocess.Popen[bytes] | None = None
+    cluster: ControlPlane | None = None
     try:
-        cluster.start()
-        cluster.start_process_kubelet()
-        redis_proc = start_redis(redis_port, out_dir)
-        broker_url = f"redis://127.0.0.1:{redis_port}/0"
-        print(
-            f"   up in {time.monotonic() - started:.1f} s; KUBECONFIG={cluster.kubeconfig}",
-            flush=True,
-        )
-        cluster.kubectl("create", "namespace", NAMESPACE)
-        print(
-            "== helm install celeriac (operator runs as a pod with the chart's ServiceAccount)",
-            flush=True,
-        )
-        install_operator(cluster)
-        cluster.kubectl(
-            "-n",
-            NAMESPACE,
-            "create",
-            "secret",
-            "generic",
-            "demo-broker",
-            f"--from-literal=url={broker_url}",
-        )
-        print("== task API and a CeleryWorkerPool", flush=True)
-        deploy_api(cluster, api_port)
-        apply(cluster, pool_manifest())
-        api = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{api}/healthz", 60)
+        args.chart = find_chart(args.chart)
+        cluster = ControlPlane(state_dir=args.out_dir / "cluster")
+        redis_proc = bring_up(cluster, args, args.out_dir)
         print("== waiting for the operator to bring the pool up (first worker ready)", flush=True)
         wait_pool_ready(cluster, 180)
-        burst = args.tasks
-        print(f"== sending a burst of {burst} tasks through {api}", flush=True)
-        t0 = time.monotonic()
-        for i in range(burst):
-            post_json(f"{api}/tasks/report", {"pages": 1, "depth": 40, "seed": i})
-        samples: list[Sample] = []
-        while time.monotonic() - t0 < args.duration:
-            s = sample(cluster, time.monotonic() - t0)
-            samples.append(s)
-            show(s)
-            if s.backlog == 0 and s.desired == 1 and s.pods == 1 and s.t > 20:
-                break
-            time.sleep(1)
-        png = out_dir / "demo.png"
-        plot(samples, png)
-        peak = max((s.desired or 0) for s in samples) if samples else 0
-        drained = next((s.t for s in samples if s.backlog == 0 and s.t > 1), None)
-        print("== summary", flush=True)
-        print(
-            f"   tasks sent: {burst}; peak desired replicas: {peak}; backlog drained after: "
-            f"{f'{drained:.0f} s' if drained is not None else 'not within the run'}",
-            flush=True,
-        )
-        print(f"   plot: {png}", flush=True)
-        events = cluster.kubectl(
-            "-n",
-            NAMESPACE,
-            "get",
-            "events",
-            "--field-selector",
-            f"involvedObject.name={POOL}",
-            "--sort-by=.lastTimestamp",
-            check=False,
-        )
-        print(events, flush=True)
-        return 0
+        recording = Recording()
+        deployment = DeploymentWatch(cluster)
+        deployment.start()
+        t0 = watch_pool(cluster, args, recording)
+        deployment.stopping.set()
+        recording.changes = deployment.changes(t0)
+        return report(cluster, args, recording)
     except ControlPlaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if not args.keep:
+        if cluster is not None and not args.keep:
             cluster.stop()
-            if redis_proc is not None:
-                redis_proc.terminate()
+        if redis_proc is not None:
+            redis_proc.terminate()
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -383,7 +443,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--duration", type=float, default=240, help="longest run in seconds (default 240)"
     )
     parser.add_argument(
+        "--baseline", type=float, default=8, help="seconds shown before the burst (default 8)"
+    )
+    parser.add_argument(
         "--out-dir", type=Path, default=Path(".demo"), help="logs, kubeconfig and the plot"
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help="the Helm chart (default: $CELERIAC_CHART, else ./deploy/celeriac)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     parser.set_defaults(func=run)
