@@ -6,7 +6,6 @@ from celeriac.policy.scale_in import (
     BUSY_BASE_COST,
     PodState,
     deletion_cost,
-    grace_period,
     plan_scale_in,
 )
 
@@ -78,21 +77,3 @@ def test_scale_up_is_never_touched() -> None:
     )
     assert plan.allowed_replicas == 4
     assert plan.held_for_drain is False
-
-
-def test_grace_period_fits_the_slowest_tasks_with_a_margin() -> None:
-    assert grace_period(600, [40.0, 100.0], None) == 160
-    assert grace_period(600, [1.0], None) == 30  # never below the floor
-    assert grace_period(120, [400.0], None) == 120  # never above the spec's bound
-
-
-def test_grace_period_without_durations_is_the_spec_bound() -> None:
-    assert grace_period(300, [], None) == 300
-    assert grace_period(300, [], 90) == 90
-    assert grace_period(60, [], 90) == 60
-
-
-def test_grace_period_changes_rarely_because_it_rolls_the_pods() -> None:
-    assert grace_period(600, [50.0], 100) == 100  # 85 s wanted: small drop, keep
-    assert grace_period(600, [80.0], 100) == 130  # must grow
-    assert grace_period(600, [20.0], 100) == 40  # halves: take it

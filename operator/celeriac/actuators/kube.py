@@ -13,9 +13,9 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from celeriac.actuators.render import FIELD_MANAGER
 from celeriac.api import pool as api
 
-FIELD_MANAGER = "celeriac"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -71,6 +71,19 @@ class Kube:
                 _preload_content=False,
                 _request_timeout=self.timeout_s,
             )
+        )
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Only the replica count, as celeriac's field manager (so a later hand edit shows
+        up as another manager owning spec.replicas)."""
+        self.apps.patch_namespaced_deployment(
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE,
+            _preload_content=False,
+            _request_timeout=self.timeout_s,
         )
 
     def read_secret_value(self, namespace: str, name: str, key: str) -> str:

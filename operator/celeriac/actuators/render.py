@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import Any
 
 from celeriac.api import pool as api
 from celeriac.api.pool import CeleryWorkerPoolSpec
 
 POOL_LABEL = "celeriac.dev/pool"
+# The field manager of every write: who owns spec.replicas tells a hand edit from our own.
+FIELD_MANAGER = "celeriac"
 RANGE_ANNOTATION = "celeriac.dev/autoscale-range"
+# On the Deployment: the hash of the body last applied, so an unchanged pool costs no write.
+TEMPLATE_HASH = "celeriac.dev/applied-hash"
 PODINFO_DIR = "/etc/celeriac/podinfo"
 RANGE_FILE = f"{PODINFO_DIR}/autoscale-range"
 CONTAINER_NAME = "worker"
@@ -106,10 +112,10 @@ def merge_pod_template(base: dict[str, Any], override: dict[str, Any]) -> dict[s
 
 
 def render_pod_template(
-    pool_name: str, namespace: str, spec: CeleryWorkerPoolSpec, grace_s: int | None = None
+    pool_name: str, namespace: str, spec: CeleryWorkerPoolSpec
 ) -> dict[str, Any]:
     template = spec.template
-    grace = grace_s if grace_s is not None else spec.termination_grace_period_seconds
+    grace = spec.termination_grace_period_seconds
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": template.image,
@@ -177,7 +183,6 @@ def render_deployment(
     owner_uid: str,
     spec: CeleryWorkerPoolSpec,
     replicas: int,
-    grace_s: int | None = None,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
@@ -208,6 +213,25 @@ def render_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
             },
-            "template": render_pod_template(pool_name, namespace, spec, grace_s),
+            "template": render_pod_template(pool_name, namespace, spec),
         },
     }
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    """Hash of everything celeriac renders except the replica count, which moves alone."""
+    unscaled = copy.deepcopy(body)
+    unscaled["spec"].pop("replicas", None)
+    annotations = unscaled["metadata"].pop("annotations", {})
+    annotations.pop(TEMPLATE_HASH, None)
+    if annotations:
+        unscaled["metadata"]["annotations"] = annotations
+    digest = hashlib.sha256(json.dumps(unscaled, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
+
+
+def stamped(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with its own hash in the TEMPLATE_HASH annotation."""
+    out = copy.deepcopy(body)
+    out["metadata"].setdefault("annotations", {})[TEMPLATE_HASH] = body_hash(body)
+    return out

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
-from celeriac.api import pool
+from celeriac.api import pool, status
 
 CRD_FILE = Path("crds") / f"{pool.PLURAL}.{pool.GROUP}.yaml"
 CHART_CRD_FILE = Path("deploy") / "celeriac" / "crds" / f"{pool.PLURAL}.{pool.GROUP}.yaml"
@@ -147,7 +147,7 @@ def _default_nested_objects(node: Any) -> Any:
     return node
 
 
-def openapi_schema(model: type[pool.Model]) -> dict[str, Any]:
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(
         by_alias=True, mode="validation", schema_generator=_KubernetesDefaults
     )
@@ -160,13 +160,7 @@ def openapi_schema(model: type[pool.Model]) -> dict[str, Any]:
 
 
 def _status_schema() -> dict[str, Any]:
-    schema = openapi_schema(pool.CeleryWorkerPoolStatus)
-    # The policy's memory (recent recommendations, smoothed rates) survives operator restarts here.
-    schema["properties"]["policyMemory"] = {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
-    return schema
+    return openapi_schema(status.CeleryWorkerPoolStatus)
 
 
 def render_crd() -> dict[str, Any]:

@@ -328,66 +328,6 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
 }
 
 
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
-
-
-class Condition(Model):
-    type: str
-    status: ConditionStatus
-    reason: str
-    message: str = ""
-    last_transition_time: str
-    observed_generation: int | None = None
-
-
-class QueueStatus(Model):
-    name: str
-    waiting: int | None = None
-    reserved: int | None = None
-    oldest_age_seconds: float | None = None
-
-
-class PodRange(Model):
-    min: int
-    max: int
-
-    def __str__(self) -> str:
-        return f"{self.min}-{self.max}"
-
-
-class CeleryWorkerPoolStatus(Model):
-    model_config = ConfigDict(extra="ignore")
-
-    observed_generation: int | None = None
-    replicas: int | None = None
-    ready_replicas: int | None = None
-    desired_replicas: int | None = None
-    selector: str | None = None
-    backlog: int | None = None
-    queues: list[QueueStatus] = Field(default_factory=list)
-    cpu_percent: int | None = None
-    pod_range: str | None = None
-    desired_range: PodRange | None = None
-    last_scale_time: str | None = None
-    reason: str | None = None
-    applied_spec_replicas: int | None = None
-    ranges_applied: int | None = Field(
-        default=None, description="Worker pods that confirmed the desired range."
-    )
-    ranges_reporting: int | None = Field(default=None, description="Worker pods reporting load.")
-    drain_hold_since: float | None = Field(
-        default=None, description="Unix time scale-in started waiting for busy pods."
-    )
-    grace_period_seconds: int | None = Field(
-        default=None, description="Pod grace period derived from task durations (p99)."
-    )
-    warnings: list[str] = Field(default_factory=list)
-    conditions: list[Condition] = Field(default_factory=list)
-
-
 # The same rules for the operator's own validation, as Python predicates keyed by message,
 # so a spec that slipped past an older CRD is still reported, not acted on.
 _PY_RULES: dict[str, list[tuple[str, Any]]] = {

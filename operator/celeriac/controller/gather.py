@@ -32,3 +32,8 @@ def make_query(pool_id: str, broker_url: str, spec: CeleryWorkerPoolSpec) -> Poo
 def read_many(queries: Sequence[PoolQuery]) -> list[PoolSignals]:
     results = _reader.read(list(queries))
     return [results[q.pool_id] for q in queries]
+
+
+def close() -> None:
+    """Drops the reader's Redis connections (the operator is stopping)."""
+    _reader.close()

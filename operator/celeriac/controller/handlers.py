@@ -1,4 +1,8 @@
-"""kopf handlers: thin. One daemon per pool ticks the reconcile; spec changes wake it."""
+"""kopf handlers: thin. One daemon per pool ticks the reconcile; spec changes wake it.
+
+Two indices, fed by kopf's watches of Deployments and pods with the pool label, are the
+operator's caches: a tick reads them in memory instead of asking the apiserver.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from typing import Any
 
 import kopf
 
+from celeriac.actuators import render
 from celeriac.api import pool as api
 from celeriac.controller import metrics
-from celeriac.controller.runtime import Runtime
+from celeriac.controller.observation import DeploymentView, PodView, deployment_view, pod_view
+from celeriac.controller.runtime import Runtime, tick_phase_s
 
 log = logging.getLogger(__name__)
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
@@ -37,6 +43,24 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await runtime.stop()
 
 
+@kopf.index("apps", "v1", "deployments", labels={render.POOL_LABEL: kopf.PRESENT})
+def pool_deployments(
+    namespace: str | None, name: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], DeploymentView | None]:
+    pool = labels[render.POOL_LABEL]
+    # Only the pool's own Deployment: a label copied onto another one must not stand in.
+    if name != render.deployment_name(pool):
+        return {}
+    return {(namespace, pool): deployment_view(dict(body))}
+
+
+@kopf.index("", "v1", "pods", labels={render.POOL_LABEL: kopf.PRESENT})
+def pool_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], PodView]:
+    return {(namespace, labels[render.POOL_LABEL]): pod_view(dict(body))}
+
+
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 def spec_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
@@ -57,24 +81,35 @@ async def pool_loop(
     name: str,
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
-    **_: Any,
+    **indices: Any,
 ) -> None:
     runtime: Runtime = memo["runtime"]
+    # kopf hands every handler its indices by the indexing function's name.
+    deployments, pods = indices["pool_deployments"], indices["pool_pods"]
     pool_id = f"{namespace}/{name}"
     wake = runtime.wake_event(pool_id)
+    due = time.time()
     try:
         while not stopped:
             started = time.monotonic()
+            interval = runtime.interval_s(pool_id)
+            lateness = max(0.0, time.time() - due)
+            metrics.TICK_LATENESS.observe(lateness)
+            if lateness > interval:
+                metrics.FALLING_BEHIND.labels(namespace or "", name).inc()
+                log.warning("%s ticked %.1f s late (interval %.1f s)", pool_id, lateness, interval)
             wake.clear()
-            await runtime.tick(body)
-            interval = _interval(body)
-            # Align ticks to the wall clock so pools with one interval share a signal batch.
-            until_next = interval - (time.time() % interval)
+            await runtime.tick(body, deployments, pods)
+            # Each pool keeps its own slot in the interval (no thundering herd).
+            phase = tick_phase_s(pool_id, interval)
+            until_next = interval - ((time.time() - phase) % interval)
+            due = time.time() + until_next
             if await _woken(wake, stopped, until_next):
                 # Woken by new work or a spec change: still no more often than the cap.
                 floor = runtime.settings.min_reconcile_interval_s - (time.monotonic() - started)
                 if floor > 0:
                     await stopped.wait(floor)
+                due = time.time()
     finally:
         runtime.forget(pool_id)
 
@@ -91,11 +126,3 @@ async def _woken(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout_s: fl
     for task in pending:
         task.cancel()
     return bool(done) and wake.is_set()
-
-
-def _interval(body: kopf.Body) -> float:
-    try:
-        value = float(body.get("spec", {}).get("scaling", {}).get("pollingIntervalSeconds", 5.0))
-    except (TypeError, ValueError):
-        return 5.0
-    return min(max(value, 0.5), 3600.0)

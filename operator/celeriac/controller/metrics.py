@@ -35,8 +35,21 @@ RECONCILE_ERRORS = Counter(
 )
 RECONCILE_SECONDS = Histogram(
     "celeriac_reconcile_seconds",
-    "Time for one reconcile of one pool (signals excluded)",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    "Time for one tick of one pool: observe (signals included), plan, act and report",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TICK_LATENESS = Histogram(
+    "celeriac_tick_lateness_seconds",
+    "How much later than its interval planned a pool's tick started",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+API_WRITES = Counter(
+    "celeriac_api_writes_total",
+    "Writes to the Kubernetes API for a pool (Deployment, pod annotations, status)",
+    POOL,
+)
+FALLING_BEHIND = Counter(
+    "celeriac_ticks_late_total", "Ticks that started a whole interval late", POOL
 )
 SIGNALS_SECONDS = Histogram(
     "celeriac_signals_seconds",
@@ -57,14 +70,46 @@ def observe_decision(
     if signals is None:
         return
     SIGNAL_UP.labels(namespace, pool).set(0 if signals.queues is None else 1)
-    for q in signals.queues or []:
+    if signals.queues is None:
+        return
+    aged = set()
+    for q in signals.queues:
         BACKLOG.labels(namespace, pool, q.queue, "waiting").set(q.waiting)
         BACKLOG.labels(namespace, pool, q.queue, "reserved").set(q.reserved)
         if q.oldest_age_s is not None:
             OLDEST_AGE.labels(namespace, pool, q.queue).set(q.oldest_age_s)
+            aged.add(q.queue)
+    # A queue dropped from the spec, or one with nothing due, leaves no stale series.
+    queues = {q.queue for q in signals.queues}
+    for labels in _series_of(BACKLOG, namespace, pool):
+        if labels[2] not in queues:
+            BACKLOG.remove(*labels)
+    for labels in _series_of(OLDEST_AGE, namespace, pool):
+        if labels[2] not in aged:
+            OLDEST_AGE.remove(*labels)
 
 
 def forget_pool(namespace: str, pool: str) -> None:
+    """Every series of a deleted pool, per-queue ones included: none outlives its pool."""
     for gauge in (DESIRED_REPLICAS, CURRENT_REPLICAS, RANGE_MAX, RANGE_MIN, SIGNAL_UP):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)
+    for labelled in (
+        BACKLOG,
+        OLDEST_AGE,
+        DECISIONS,
+        SCALING_ACTIONS,
+        RECONCILE_ERRORS,
+        API_WRITES,
+        FALLING_BEHIND,
+    ):
+        for labels in _series_of(labelled, namespace, pool):
+            with contextlib.suppress(KeyError):
+                labelled.remove(*labels)
+
+
+def _series_of(metric: Gauge | Counter, namespace: str, pool: str) -> list[tuple[str, ...]]:
+    # prometheus_client keeps the label tuples of a metric in `_metrics`; there is no public
+    # way to list them.
+    keys: list[tuple[str, ...]] = list(getattr(metric, "_metrics", {}).keys())
+    return [k for k in keys if k[:2] == (namespace, pool)]

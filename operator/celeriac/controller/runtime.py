@@ -1,24 +1,44 @@
-"""What lives for the operator's lifetime: clients, the signal batcher, wake-up events."""
+"""What lives for the operator's lifetime, and one tick of one pool: observe, plan, act, report.
+
+- observe: the spec parsed once, the Deployment and pods from kopf's watch-fed indices
+  (no request per tick), the signals from the shared batch.
+- plan: `controller.plan.plan`, pure.
+- act: only the writes the plan asks for, on a worker thread; range changes as a job of
+  their own (`controller.ranges`), off the tick.
+- report: events, metrics, and the in-process memory of what was planned and written.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from celeriac.actuators import render
 from celeriac.actuators.celery_control import CeleryControl
 from celeriac.actuators.kube import Kube, SecretError, load_config
+from celeriac.actuators.render import selector_string
+from celeriac.api.pool import CeleryWorkerPoolSpec, Scaling
+from celeriac.api.status import CeleryWorkerPoolStatus
 from celeriac.controller import gather, metrics
+from celeriac.controller.act import ActResult, act
 from celeriac.controller.batching import Batcher
-from celeriac.controller.reconcile import PoolReconciler, PoolRef, parse_spec
+from celeriac.controller.observation import (
+    DeploymentView,
+    Observation,
+    PodView,
+    PoolRef,
+    parse_status,
+)
+from celeriac.controller.plan import Event, Plan, plan
+from celeriac.controller.ranges import RangeJobs
 from celeriac.controller.settings import OperatorSettings
-from celeriac.policy import decide
 from celeriac.signals.model import PoolSignals
 from celeriac.signals.pod_metrics import PodMetricsReader
 from celeriac.signals.reader import PoolQuery
@@ -27,6 +47,43 @@ from celeriac.signals.wakeup import WakeupListener
 log = logging.getLogger(__name__)
 
 SECRET_TTL_S = 15.0
+# Ticks of pools with one interval are spread over it in slots this wide; pools in one
+# slot still share a signal batch.
+TICK_SLOT_S = 0.25
+# A pool whose spec does not parse still ticks (to report it), at the model's default.
+DEFAULT_INTERVAL_S = float(Scaling.model_fields["polling_interval_seconds"].default)
+
+
+def pool_ref(body: Mapping[str, Any]) -> PoolRef:
+    meta = body.get("metadata", {})
+    return PoolRef(meta["namespace"], meta["name"], meta["uid"], meta.get("generation"))
+
+
+def parse_spec(raw: Mapping[str, Any]) -> tuple[CeleryWorkerPoolSpec | None, str | None]:
+    try:
+        return CeleryWorkerPoolSpec.model_validate(dict(raw)), None
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = "spec." + ".".join(str(p) for p in err["loc"])
+            parts.append(f"{where}: {err['msg']}")
+        return None, "; ".join(parts)
+
+
+def tick_phase_s(pool_id: str, interval_s: float) -> float:
+    """A stable offset within the interval, so 1,000 pools do not all tick at once."""
+    slots = max(1, int(interval_s / TICK_SLOT_S))
+    return (zlib.crc32(pool_id.encode()) % slots) * TICK_SLOT_S
+
+
+@dataclass
+class PoolMemo:
+    """The newest status planned for a pool and the last one written (with when)."""
+
+    planned: CeleryWorkerPoolStatus | None = None
+    written: CeleryWorkerPoolStatus | None = None
+    written_at: float | None = None
+    interval_s: float = DEFAULT_INTERVAL_S
 
 
 @dataclass
@@ -41,6 +98,8 @@ class Runtime:
     queries: dict[str, PoolQuery] = field(default_factory=dict)
     control: CeleryControl = field(default_factory=CeleryControl)
     pod_metrics: PodMetricsReader | None = None
+    pools: dict[str, PoolMemo] = field(default_factory=dict)
+    ranges: RangeJobs | None = None
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -55,15 +114,19 @@ class Runtime:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.ranges = RangeJobs(self.control, self.kube)
         if self.settings.wakeup:
             self.watcher = WakeupListener(
                 self._wake_threadsafe, min_interval_s=self.settings.min_reconcile_interval_s
             )
 
     async def stop(self) -> None:
+        if self.ranges is not None:
+            await self.ranges.close()
         if self.watcher is not None:
             await asyncio.to_thread(self.watcher.close)
         await asyncio.to_thread(self.control.close)
+        gather.close()
 
     # --- wake-ups ------------------------------------------------------------
 
@@ -81,59 +144,134 @@ class Runtime:
         for pool_id in pool_ids:
             self.loop.call_soon_threadsafe(self.wake, pool_id)
 
+    def interval_s(self, pool_id: str) -> float:
+        memo = self.pools.get(pool_id)
+        return memo.interval_s if memo is not None else DEFAULT_INTERVAL_S
+
     def forget(self, pool_id: str) -> None:
         self.wakes.pop(pool_id, None)
         self.queries.pop(pool_id, None)
+        self.pools.pop(pool_id, None)
+        if self.ranges is not None:
+            self.ranges.forget(pool_id)
         if self.watcher is not None:
             self.watcher.update(list(self.queries.values()))
 
-    # --- one tick --------------------------------------------------------------
+    # --- one tick ------------------------------------------------------------
 
-    async def tick(self, body: kopf.Body) -> None:
-        meta = body.get("metadata", {})
-        ref = PoolRef(
-            namespace=meta["namespace"],
-            name=meta["name"],
-            uid=meta["uid"],
-            generation=meta.get("generation"),
-        )
-        raw_spec: dict[str, Any] = dict(body.get("spec", {}))
-        raw_status: dict[str, Any] = dict(body.get("status", {}) or {})
+    async def tick(
+        self,
+        body: kopf.Body,
+        deployments: Mapping[Any, Iterable[DeploymentView]],
+        pods: Mapping[Any, Iterable[PodView]],
+    ) -> None:
+        ref = pool_ref(body)
         started = time.monotonic()
         try:
-            signals, broker_url = await self._signals(ref, raw_spec)
-            events: list[tuple[str, str, str]] = []
-            reconciler = PoolReconciler(
-                self.kube, decide, lambda t, r, m: events.append((t, r, m)), self.control
-            )
-            await asyncio.to_thread(
-                reconciler.reconcile, ref, raw_spec, raw_status, signals, time.time(), broker_url
-            )
-            for type_, reason, message in events:
-                kopf.event(body, type=type_, reason=reason, message=message)
+            obs, broker_url = await self.observe(ref, body, deployments, pods)
+            the_plan = plan(obs)
+            result = await self.act(ref, the_plan, obs.now)
+            self.report(body, ref, obs, the_plan, result, broker_url)
         except Exception as exc:  # one pool's failure must not stop its loop
             reason = type(exc).__name__
             metrics.RECONCILE_ERRORS.labels(ref.namespace, ref.name, reason).inc()
-            log.warning("reconcile of %s failed: %s", ref.pool_id, exc, exc_info=True)
-            kopf.event(
-                body, type="Warning", reason="ReconcileFailed", message=f"{reason}: {exc}"[:1000]
-            )
+            log.warning("reconcile of %s failed: %s", ref.pool_id, reason, exc_info=True)
+            kopf.event(body, type="Warning", reason="ReconcileFailed", message=reason)
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
+    async def observe(
+        self,
+        ref: PoolRef,
+        body: kopf.Body,
+        deployments: Mapping[Any, Iterable[DeploymentView]],
+        pods: Mapping[Any, Iterable[PodView]],
+    ) -> tuple[Observation, str | None]:
+        spec, spec_error = parse_spec(body.get("spec", {}))
+        memo = self.pools.setdefault(ref.pool_id, PoolMemo())
+        if spec is not None:
+            memo.interval_s = spec.scaling.polling_interval_seconds
+        previous = memo.planned or parse_status(dict(body.get("status", {}) or {}))
+        key = (ref.namespace, ref.name)
+        signals, broker_url = (None, None) if spec is None else await self._signals(ref, spec)
+        obs = Observation(
+            ref=ref,
+            now=time.time(),
+            spec=spec,
+            spec_error=spec_error,
+            previous=previous,
+            deployment=next(iter(deployments.get(key, ())), None),
+            pods=tuple(sorted(pods.get(key, ()), key=lambda p: p.name)),
+            signals=signals,
+            written=memo.written,
+            written_at=memo.written_at,
+        )
+        return obs, broker_url
+
+    async def act(self, ref: PoolRef, the_plan: Plan, now: float) -> ActResult:
+        idle = (
+            the_plan.deployment is None
+            and the_plan.scale_to is None
+            and not the_plan.deletion_costs
+            and not the_plan.write_status
+        )
+        if idle:
+            return ActResult(the_plan.status, status_written=False)
+        return await asyncio.to_thread(act, the_plan, ref, self.kube, now)
+
+    def report(
+        self,
+        body: kopf.Body,
+        ref: PoolRef,
+        obs: Observation,
+        the_plan: Plan,
+        result: ActResult,
+        broker_url: str | None,
+    ) -> None:
+        memo = self.pools.setdefault(ref.pool_id, PoolMemo())
+        memo.planned = result.status
+        if result.status_written:
+            memo.written, memo.written_at = result.status, obs.now
+        for event in the_plan.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        if the_plan.decision is not None:
+            if the_plan.scaled_from is not None:
+                direction = (
+                    "up" if the_plan.decision.desired_replicas > the_plan.scaled_from else "down"
+                )
+                metrics.SCALING_ACTIONS.labels(ref.namespace, ref.name, direction).inc()
+            current = obs.deployment.replicas if obs.deployment else None
+            metrics.observe_decision(
+                ref.namespace, ref.name, the_plan.decision, current, obs.signals
+            )
+        metrics.API_WRITES.labels(ref.namespace, ref.name).inc(result.writes)
+        if the_plan.ranges is not None and broker_url is not None and obs.spec is not None:
+            self._send_ranges(body, ref, the_plan, broker_url, obs.spec)
+
+    def _send_ranges(
+        self,
+        body: kopf.Body,
+        ref: PoolRef,
+        the_plan: Plan,
+        broker_url: str,
+        spec: CeleryWorkerPoolSpec,
+    ) -> None:
+        if self.ranges is None or the_plan.ranges is None:
+            return
+
+        def emit(event: Event) -> None:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+        keyprefix = spec.broker.transport.global_keyprefix
+        self.ranges.start(ref, the_plan.ranges, broker_url, keyprefix, emit)
+
     async def _signals(
-        self, ref: PoolRef, raw_spec: dict[str, Any]
-    ) -> tuple[PoolSignals | None, str | None]:
-        try:
-            spec = parse_spec(raw_spec)
-        except ValidationError:
-            return None, None  # the reconcile reports the invalid spec
+        self, ref: PoolRef, spec: CeleryWorkerPoolSpec
+    ) -> tuple[PoolSignals, str | None]:
         now = time.time()
         secret_ref = spec.broker.url_secret_ref
         try:
-            url = await asyncio.to_thread(
-                self._broker_url, ref.namespace, secret_ref.name, secret_ref.key
-            )
+            url = await self._broker_url(ref.namespace, secret_ref.name, secret_ref.key)
         except SecretError as exc:
             return PoolSignals(
                 observed_at=now, backlog_error=str(exc), workers_error=str(exc)
@@ -146,17 +284,20 @@ class Runtime:
         signals = await self.batcher.read(query)
         if self.pod_metrics is not None:
             pods, error = await asyncio.to_thread(
-                self.pod_metrics.read, ref.namespace, render.selector_string(ref.name)
+                self.pod_metrics.read, ref.namespace, selector_string(ref.name)
             )
             signals = signals.model_copy(update={"pod_cpu": pods, "pod_cpu_error": error})
         return signals, url
 
-    def _broker_url(self, namespace: str, name: str, key: str) -> str:
+    async def _broker_url(self, namespace: str, name: str, key: str) -> str:
         cache_key = (namespace, name, key)
         cached = self.secrets.get(cache_key)
         now = time.monotonic()
         if cached is not None and now - cached[0] < SECRET_TTL_S:
             return cached[1]
-        value = self.kube.read_secret_value(namespace, name, key)
+        value = await asyncio.to_thread(self.kube.read_secret_value, namespace, name, key)
+        # Expired entries go too: a rotated password must not stay in memory for good.
+        for stale in [k for k, (t, _) in self.secrets.items() if now - t >= SECRET_TTL_S]:
+            del self.secrets[stale]
         self.secrets[cache_key] = (now, value)
         return value

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
-from celeriac.api.pool import (
+from celeriac.actuators.render import selector_string
+from celeriac.api.status import (
     CeleryWorkerPoolStatus,
     Condition,
     ConditionStatus,
     PodRange,
     QueueStatus,
 )
+from celeriac.controller.observation import Observation
 from celeriac.policy.model import Decision, Mode
+from celeriac.signals.freshness import signal_problem
 from celeriac.signals.model import PoolSignals
 
 READY = "Ready"
 SCALING_ACTIVE = "ScalingActive"
 SCALING_LIMITED = "ScalingLimited"
 DEGRADED = "Degraded"
-
-
-@dataclass(frozen=True)
-class Observed:
-    """The Deployment as read (or written) on this tick."""
-
-    exists: bool
-    replicas: int
-    ready_replicas: int
 
 
 def set_condition(
@@ -52,25 +47,6 @@ def set_condition(
     return [c for c in conditions if c.type != type_] + [updated]
 
 
-def degraded_reason(
-    signals: PoolSignals | None, stale_after_s: float, now: float
-) -> tuple[str, str] | None:
-    if signals is None:
-        return "SignalsUnavailable", "no signals gathered yet"
-    if signals.queues is None:
-        return (
-            "BrokerUnavailable",
-            f"backlog unreadable: {signals.backlog_error or 'unknown error'}",
-        )
-    age = now - signals.observed_at
-    if age > stale_after_s:
-        return (
-            "SignalsStale",
-            f"backlog reading is {age:.0f} s old (staleAfterSeconds {stale_after_s:.0f})",
-        )
-    return None
-
-
 def _since(conditions: list[Condition], type_: str) -> str | None:
     cond = next((c for c in conditions if c.type == type_), None)
     return cond.last_transition_time if cond and cond.status == ConditionStatus.TRUE else None
@@ -89,48 +65,42 @@ def _cpu_percent(signals: PoolSignals | None) -> int | None:
     return None
 
 
-def build_status(
-    *,
-    previous: CeleryWorkerPoolStatus,
-    generation: int | None,
-    pool_name: str,
-    selector: str,
-    observed: Observed,
-    decision: Decision,
-    signals: PoolSignals | None,
-    stale_after_s: float,
-    now: float,
-    now_iso: str,
-    scaled: bool,
-    applied_spec_replicas: int | None,
-) -> CeleryWorkerPoolStatus:
-    conditions = list(previous.conditions)
+@dataclass(frozen=True)
+class TickOutcome:
+    """What the plan settled on this tick, beyond the policy's decision."""
 
-    ready = observed.exists and observed.ready_replicas >= decision.desired_replicas
+    decision: Decision
+    ready_replicas: int
+    scaled: bool
+    drain_hold_since: float | None = None
+    ranges_applied: int | None = None
+    ranges_reporting: int | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _conditions(obs: Observation, out: TickOutcome, now_iso: str) -> list[Condition]:
+    decision, generation = out.decision, obs.ref.generation
+    conditions = list(obs.previous.conditions)
+    ready = out.ready_replicas >= decision.desired_replicas
     conditions = set_condition(
         conditions,
         READY,
         ConditionStatus.TRUE if ready else ConditionStatus.FALSE,
         "AllReplicasReady" if ready else "ReplicasNotReady",
-        f"{observed.ready_replicas}/{decision.desired_replicas} worker pods ready",
+        f"{out.ready_replicas}/{decision.desired_replicas} worker pods ready",
         now_iso,
         generation,
     )
-
     active = decision.mode not in (Mode.PAUSED, Mode.HOLD)
-    active_reason = {Mode.PAUSED: "Paused", Mode.HOLD: "SignalsUnavailable"}.get(
-        decision.mode, "Scaling"
-    )
     conditions = set_condition(
         conditions,
         SCALING_ACTIVE,
         ConditionStatus.TRUE if active else ConditionStatus.FALSE,
-        active_reason,
+        {Mode.PAUSED: "Paused", Mode.HOLD: "SignalsUnavailable"}.get(decision.mode, "Scaling"),
         decision.reason,
         now_iso,
         generation,
     )
-
     limited = decision.limited_by is not None
     conditions = set_condition(
         conditions,
@@ -141,61 +111,66 @@ def build_status(
         now_iso,
         generation,
     )
+    return _degraded(conditions, obs, now_iso)
 
-    degraded = degraded_reason(signals, stale_after_s, now)
-    if degraded is None:
-        conditions = set_condition(
-            conditions,
-            DEGRADED,
-            ConditionStatus.FALSE,
-            "SignalsHealthy",
-            "all signals fresh",
-            now_iso,
-            generation,
-        )
+
+def _degraded(conditions: list[Condition], obs: Observation, now_iso: str) -> list[Condition]:
+    stale_after = obs.spec.scaling.stale_after_seconds if obs.spec else 60.0
+    problem = signal_problem(obs.signals, stale_after, obs.now)
+    if problem is None:
+        status, reason, message = ConditionStatus.FALSE, "SignalsHealthy", "all signals fresh"
     else:
-        reason, message = degraded
         was = _since(conditions, DEGRADED)
-        conditions = set_condition(
-            conditions,
-            DEGRADED,
-            ConditionStatus.TRUE,
-            reason,
-            f"{message} (since {was or now_iso})",
-            now_iso,
-            generation,
-        )
+        status, reason = ConditionStatus.TRUE, problem[0]
+        message = f"{problem[1]} (since {was or now_iso})"
+    return set_condition(conditions, DEGRADED, status, reason, message, now_iso, obs.ref.generation)
 
-    queues = (
-        [
-            QueueStatus(
-                name=q.queue,
-                waiting=q.waiting,
-                reserved=q.reserved,
-                oldest_age_seconds=None if q.oldest_age_s is None else round(q.oldest_age_s, 1),
-            )
-            for q in signals.queues
-        ]
-        if signals is not None and signals.queues is not None
-        else previous.queues
-    )
+
+def _queues(obs: Observation) -> list[QueueStatus]:
+    signals = obs.signals
+    if signals is None or signals.queues is None:
+        return obs.previous.queues
+    return [
+        QueueStatus(
+            name=q.queue,
+            waiting=q.waiting,
+            reserved=q.reserved,
+            oldest_age_seconds=None if q.oldest_age_s is None else round(q.oldest_age_s, 1),
+        )
+        for q in signals.queues
+    ]
+
+
+def build_status(obs: Observation, out: TickOutcome) -> CeleryWorkerPoolStatus:
+    """The whole status, policy memory included: its one builder."""
+    now_iso = iso(obs.now)
+    decision, previous = out.decision, obs.previous
     pod_range = PodRange(min=decision.range_min, max=decision.range_max)
     return CeleryWorkerPoolStatus(
-        observed_generation=generation,
-        replicas=observed.replicas,
-        ready_replicas=observed.ready_replicas,
+        observed_generation=obs.ref.generation,
+        replicas=decision.desired_replicas,
+        ready_replicas=out.ready_replicas,
         desired_replicas=decision.desired_replicas,
-        selector=selector,
-        backlog=signals.backlog if signals is not None else previous.backlog,
-        queues=queues,
-        cpu_percent=_cpu_percent(signals),
+        selector=selector_string(obs.ref.name),
+        backlog=obs.signals.backlog if obs.signals is not None else previous.backlog,
+        queues=_queues(obs),
+        cpu_percent=_cpu_percent(obs.signals),
         pod_range=str(pod_range),
         desired_range=pod_range,
-        last_scale_time=now_iso if scaled else previous.last_scale_time,
+        last_scale_time=now_iso if out.scaled else previous.last_scale_time,
         reason=decision.reason,
-        applied_spec_replicas=applied_spec_replicas,
-        conditions=conditions,
+        applied_spec_replicas=obs.spec.replicas if obs.spec else None,
+        ranges_applied=out.ranges_applied,
+        ranges_reporting=out.ranges_reporting,
+        drain_hold_since=out.drain_hold_since,
+        warnings=list(out.warnings),
+        conditions=_conditions(obs, out, now_iso),
+        policy_memory=decision.memory,
     )
+
+
+def iso(now: float) -> str:
+    return dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _limit_reason(limited_by: str | None) -> str:
@@ -205,9 +180,8 @@ def _limit_reason(limited_by: str | None) -> str:
     return f"LimitedBy{words}"[:128]
 
 
-def invalid_spec_status(
-    previous: CeleryWorkerPoolStatus, generation: int | None, message: str, now_iso: str
-) -> CeleryWorkerPoolStatus:
+def invalid_spec_status(obs: Observation, message: str) -> CeleryWorkerPoolStatus:
+    previous, generation, now_iso = obs.previous, obs.ref.generation, iso(obs.now)
     conditions = set_condition(
         list(previous.conditions),
         DEGRADED,

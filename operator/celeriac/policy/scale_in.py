@@ -8,7 +8,6 @@ Pure: pods and their load in, annotations and an allowed replica count out.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -87,25 +86,3 @@ def plan_scale_in(
         True,
         f"holding {allowed} replicas while {busy} pods finish running tasks",
     )
-
-
-GRACE_FLOOR_S = 30
-GRACE_MARGIN = 1.5
-GRACE_PAD_S = 10
-
-
-def grace_period(bound_s: int, p99s: list[float], previous_s: int | None) -> int:
-    """Pod termination grace from observed task durations, bounded by the spec.
-
-    Long enough for the slowest 1 % of tasks with a margin, so scale-in does not cut tasks;
-    no longer, so scale-in of short-task pools is not held up. Changing it rolls the pods,
-    so a new value is taken only when it must grow, or when it would halve.
-    """
-    if previous_s is not None:
-        previous_s = min(previous_s, bound_s)
-    if not p99s:
-        return previous_s if previous_s is not None else bound_s
-    wanted = min(bound_s, max(GRACE_FLOOR_S, math.ceil(max(p99s) * GRACE_MARGIN) + GRACE_PAD_S))
-    if previous_s is None or wanted > previous_s or wanted * 2 <= previous_s:
-        return wanted
-    return previous_s

@@ -1,0 +1,346 @@
+"""One tick's decision: from what was observed to what to write. Pure: no I/O, no clock.
+
+`plan(observation)` runs in order: the spec's validity, who set the current replica count
+(a hand edit is reverted), the replica decision (a `kubectl scale` jump, pause, or the
+policy), drain-aware scale-in, the Deployment write, live ranges, the status and events.
+The operator and the simulator call this same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celeriac.actuators import render
+from celeriac.api.pool import CeleryWorkerPoolSpec
+from celeriac.api.status import CeleryWorkerPoolStatus
+from celeriac.controller.observation import Observation
+from celeriac.controller.status import TickOutcome, build_status, invalid_spec_status
+from celeriac.policy import decide as policy_decide
+from celeriac.policy.model import Decision, Mode, PolicyInput, Recommendation
+from celeriac.policy.scale_in import PodState, plan_scale_in
+from celeriac.signals.model import PoolSignals
+
+# Numbers that move every tick (backlog, CPU, the policy's memory) reach the status at most
+# this often; a decision, a condition or a warning that changes is written at once.
+STATUS_REFRESH_S = 30.0
+
+Decide = Callable[[PolicyInput], Decision]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RangeChange:
+    """Send `--autoscale max,min` to these workers (hostname -> pod name)."""
+
+    range_min: int
+    range_max: int
+    workers: dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: CeleryWorkerPoolStatus
+    write_status: bool
+    decision: Decision | None = None
+    deployment: dict[str, Any] | None = None  # the whole body, when created or changed
+    scale_to: int | None = None  # only the replica count, when that alone changed
+    deletion_costs: dict[str, int] = field(default_factory=dict)  # only those that change
+    ranges: RangeChange | None = None
+    events: tuple[Event, ...] = ()
+    scaled_from: int | None = None
+
+
+def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
+    if obs.spec is None:
+        return _invalid_spec(obs, obs.spec_error or "invalid spec")
+    spec = obs.spec
+    signals = trusted_signals(obs)
+    current, edit_events = current_replicas(obs, spec)
+    decision = choose_decision(obs, spec, signals, current, decide)
+    decision, hold_since, costs = drain(obs, spec, signals, decision, current)
+    body, scale_to = deployment_writes(obs, spec, decision.desired_replicas)
+    ranges, applied, reporting = range_change(signals, decision)
+    warnings = pool_warnings(spec, signals)
+    scaled = current is not None and current != decision.desired_replicas
+    status = build_status(
+        obs,
+        TickOutcome(
+            decision=decision,
+            ready_replicas=obs.deployment.ready_replicas if obs.deployment else 0,
+            scaled=scaled,
+            drain_hold_since=hold_since,
+            ranges_applied=applied,
+            ranges_reporting=reporting,
+            warnings=warnings,
+        ),
+    )
+    events = (
+        *edit_events,
+        *scale_events(obs, current, decision),
+        *(Event("Warning", "PoolWarning", w) for w in warnings if w not in obs.previous.warnings),
+    )
+    return Plan(
+        status=status,
+        write_status=status_due(obs, status),
+        decision=decision,
+        deployment=body,
+        scale_to=scale_to,
+        deletion_costs=costs,
+        ranges=ranges,
+        events=events,
+        scaled_from=current if scaled else None,
+    )
+
+
+def _invalid_spec(obs: Observation, message: str) -> Plan:
+    status = invalid_spec_status(obs, message)
+    changed = status_due(obs, status)
+    events = (Event("Warning", "InvalidSpec", message),) if changed else ()
+    return Plan(status=status, write_status=changed, events=events)
+
+
+def trusted_signals(obs: Observation) -> PoolSignals | None:
+    """Worker reports count only for pods of this pool: anyone who can write to the broker
+    can publish a report, and a forged one must not move another pool's scale or ranking."""
+    signals = obs.signals
+    if signals is None or signals.workers is None:
+        return signals
+    pods = {p.name for p in obs.pods}
+    workers = [w for w in signals.workers if w.pod in pods]
+    if len(workers) == len(signals.workers):
+        return signals
+    return signals.model_copy(update={"workers": workers})
+
+
+def current_replicas(
+    obs: Observation, spec: CeleryWorkerPoolSpec
+) -> tuple[int | None, tuple[Event, ...]]:
+    """The replica count the policy continues from, and a warning if someone else set it.
+
+    Who set it is read from the Deployment's managedFields, not by comparing with the last
+    status: a lagging watch or a failed status write then cannot pass for a hand edit.
+    """
+    deployment = obs.deployment
+    if deployment is None:
+        return None, ()
+    edited_by = deployment.replicas_manager
+    if spec.scaling.paused or edited_by is None:
+        return deployment.replicas, ()
+    restore = obs.previous.desired_replicas
+    if restore is None or restore == deployment.replicas:
+        return deployment.replicas, ()
+    return restore, (
+        Event(
+            "Warning",
+            "DeploymentEdited",
+            f"{render.deployment_name(obs.ref.name)} had {deployment.replicas} replicas set by "
+            f"{edited_by!r}; restoring {restore} (use `kubectl scale cwp` instead)",
+        ),
+    )
+
+
+def choose_decision(
+    obs: Observation,
+    spec: CeleryWorkerPoolSpec,
+    signals: PoolSignals | None,
+    current: int | None,
+    decide: Decide,
+) -> Decision:
+    """The user's hand first (`kubectl scale cwp`, then `paused`), else the policy."""
+    manual = manual_scale(obs, spec)
+    if manual is not None:
+        return manual
+    concurrency = spec.worker.concurrency
+    if spec.scaling.paused:
+        held = current if current is not None else spec.scaling.min_replicas
+        return Decision(
+            desired_replicas=held,
+            range_min=concurrency.min,
+            range_max=concurrency.max,
+            mode=Mode.PAUSED,
+            reason=f"paused at {held} replicas",
+            memory=obs.memory,
+        )
+    return decide(
+        PolicyInput(
+            now=obs.now,
+            scaling=spec.scaling,
+            concurrency=concurrency,
+            signals=signals or PoolSignals(observed_at=0.0, backlog_error="not gathered yet"),
+            current_replicas=current if current is not None else spec.scaling.min_replicas,
+            ready_replicas=obs.deployment.ready_replicas if obs.deployment else 0,
+            memory=obs.memory,
+        )
+    )
+
+
+def manual_scale(obs: Observation, spec: CeleryWorkerPoolSpec) -> Decision | None:
+    """`kubectl scale cwp` writes spec.replicas: honoured once, as a jump the policy
+    continues from (it becomes the recent history, so stabilization does not undo it)."""
+    wanted = spec.replicas
+    if wanted is None or wanted == obs.previous.applied_spec_replicas:
+        return None
+    scaling = spec.scaling
+    desired = (
+        wanted if scaling.paused else max(scaling.min_replicas, min(scaling.max_replicas, wanted))
+    )
+    clamped_by = None
+    if desired != wanted:
+        clamped_by = "minReplicas" if desired > wanted else "maxReplicas"
+    return Decision(
+        desired_replicas=desired,
+        range_min=spec.worker.concurrency.min,
+        range_max=spec.worker.concurrency.max,
+        mode=Mode.PAUSED if scaling.paused else Mode.NORMAL,
+        reason=f"scaled by hand to {wanted}" + (f", clamped to {desired}" if clamped_by else ""),
+        limited_by=clamped_by,
+        memory=obs.memory.model_copy(
+            update={"recommendations": [Recommendation(t=obs.now, replicas=desired)]}
+        ),
+    )
+
+
+def drain(
+    obs: Observation,
+    spec: CeleryWorkerPoolSpec,
+    signals: PoolSignals | None,
+    decision: Decision,
+    current: int | None,
+) -> tuple[Decision, float | None, dict[str, int]]:
+    """Deletion costs kept current; a scale-in only over pods already ranked, and held while
+    busy pods finish (until the drain deadline). Returns the decision, since when a drain is
+    holding, and the costs to write.
+
+    The ReplicaSet controller reads pod-deletion-cost from its informer cache, so a cost
+    written together with a lower replica count may not be seen yet: a scale-in waits one
+    tick whenever a ranking had to change.
+    """
+    if current is None or signals is None or signals.workers is None:
+        return decision, None, {}
+    running = {w.pod: w.running for w in signals.workers}
+    live = [p for p in obs.pods if not p.deleting]
+    states = [PodState(p.name, p.created_at, running.get(p.name), p.ready) for p in live]
+    busy_since = obs.previous.drain_hold_since or obs.now
+    scale_in = plan_scale_in(
+        states,
+        current,
+        decision.desired_replicas,
+        # Only running tasks left: what is reserved sits on the busy pods themselves.
+        backlog_gone=signals.waiting == 0,
+        busy_since=busy_since,
+        drain_deadline_s=spec.scaling.drain_deadline_seconds,
+        now=obs.now,
+    )
+    have = {p.name: p.deletion_cost for p in live}
+    costs = {n: c for n, c in scale_in.deletion_costs.items() if have.get(n) != str(c)}
+    if decision.desired_replicas >= current:
+        return decision, None, costs
+    if costs:
+        held = _held(decision, current, "ranking pods before scale-in")
+        return held, obs.previous.drain_hold_since, costs
+    if scale_in.allowed_replicas == decision.desired_replicas:
+        return decision, None, costs
+    return _held(decision, scale_in.allowed_replicas, scale_in.reason), busy_since, costs
+
+
+def _held(decision: Decision, replicas: int, why: str) -> Decision:
+    return decision.model_copy(
+        update={
+            "desired_replicas": replicas,
+            "reason": f"{decision.reason}; {why}",
+            "limited_by": "drain",
+        }
+    )
+
+
+def deployment_writes(
+    obs: Observation, spec: CeleryWorkerPoolSpec, replicas: int
+) -> tuple[dict[str, Any] | None, int | None]:
+    """The whole body when it is new or its rendered form changed; else only the replica
+    count, and only when it differs: an unchanged pool costs no write."""
+    body = render.stamped(
+        render.render_deployment(obs.ref.name, obs.ref.namespace, obs.ref.uid, spec, replicas)
+    )
+    deployment = obs.deployment
+    if deployment is None or deployment.template_hash != render.body_hash(body):
+        return body, None
+    if deployment.replicas != replicas:
+        return None, replicas
+    return None, None
+
+
+def range_change(
+    signals: PoolSignals | None, decision: Decision
+) -> tuple[RangeChange | None, int | None, int | None]:
+    """Workers whose reported range differs from the decided one; and how many already
+    run it, of how many report."""
+    if signals is None or signals.workers is None:
+        return None, None, None
+    wanted = (decision.range_min, decision.range_max)
+    stale = {w.hostname: w.pod for w in signals.workers if (w.range_min, w.range_max) != wanted}
+    applied = len(signals.workers) - len(stale)
+    if not stale or decision.mode == Mode.PAUSED:
+        return None, applied, len(signals.workers)
+    return RangeChange(decision.range_min, decision.range_max, stale), applied, len(signals.workers)
+
+
+def pool_warnings(spec: CeleryWorkerPoolSpec, signals: PoolSignals | None) -> tuple[str, ...]:
+    """Settings that will hurt, said in the status (and once as an event)."""
+    warnings: list[str] = []
+    multiplier = spec.worker.prefetch_multiplier
+    if multiplier > 1:
+        hoard = multiplier * spec.worker.concurrency.max
+        warnings.append(
+            f"worker.prefetchMultiplier={multiplier}: each pod may reserve {hoard} tasks for "
+            f"{spec.worker.concurrency.max} processes; reserved tasks wait behind running ones "
+            "even when other pods are idle. Set prefetchMultiplier: 1 (and task_acks_late)."
+        )
+    p99s = [w.p99_task_seconds for w in (signals.workers or [])] if signals else []
+    slowest = max((p for p in p99s if p), default=0.0)
+    grace = spec.termination_grace_period_seconds
+    if slowest > grace:
+        # The grace period is the user's: deriving it from durations once cut a rare
+        # 20-minute task after 30 s, and every change of it rolled all pods.
+        warnings.append(
+            f"tasks run up to {slowest:.0f} s (p99) but terminationGracePeriodSeconds is "
+            f"{grace}: scale-in and rollouts cut the slowest; raise it above {slowest:.0f}."
+        )
+    return tuple(warnings)
+
+
+def scale_events(obs: Observation, current: int | None, decision: Decision) -> tuple[Event, ...]:
+    if current is None:
+        name = render.deployment_name(obs.ref.name)
+        message = f"created {name} with {decision.desired_replicas} replicas"
+        return (Event("Normal", "DeploymentCreated", message),)
+    if current != decision.desired_replicas:
+        message = f"{current} -> {decision.desired_replicas}: {decision.reason}"
+        return (Event("Normal", "Scaled", message),)
+    return ()
+
+
+def _settled(status: CeleryWorkerPoolStatus) -> dict[str, Any]:
+    """The fields whose change is news to a user or to the next tick."""
+    body = status.model_dump(
+        mode="json",
+        exclude={"backlog", "queues", "cpu_percent", "reason", "policy_memory", "ranges_applied"},
+    )
+    body["conditions"] = [(c.type, c.status, c.reason) for c in status.conditions]
+    return body
+
+
+def status_due(obs: Observation, status: CeleryWorkerPoolStatus) -> bool:
+    written = obs.written
+    if written is None or obs.written_at is None:
+        return True
+    if _settled(status) != _settled(written):
+        return True
+    return status != written and obs.now - obs.written_at >= STATUS_REFRESH_S
