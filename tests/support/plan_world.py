@@ -84,6 +84,7 @@ class World:
     planned: CeleryWorkerPoolStatus | None = None
     written: CeleryWorkerPoolStatus | None = None
     written_at: float | None = None
+    reverted_generation: int | None = None
 
     @classmethod
     def with_deployment(cls, replicas: int, ready: int = 0, manager: str = FIELD_MANAGER) -> World:
@@ -98,6 +99,16 @@ class World:
     @property
     def replicas(self) -> int | None:
         return None if self.deployment is None else int(self.deployment["spec"]["replicas"])
+
+    def set_image_by_hand(self, image: str) -> None:
+        assert self.deployment is not None
+        meta = self.deployment["metadata"]
+        meta["generation"] = int(meta.get("generation") or 1) + 1
+        self.deployment["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        meta["managedFields"] = [
+            *meta["managedFields"],
+            {"manager": "kubectl-set", "fieldsV1": {"f:spec": {"f:template": {}}}},
+        ]
 
     def edit_by_hand(self, replicas: int) -> None:
         assert self.deployment is not None
@@ -148,6 +159,7 @@ class World:
             signals=signals,
             written=self.written,
             written_at=self.written_at,
+            reverted_generation=self.reverted_generation,
         )
 
     def tick(
@@ -160,6 +172,8 @@ class World:
         the_plan = plan(self.observe(spec, signals, now), decide)
         result = act(the_plan, REF, self, now)
         self.planned = result.status
+        if the_plan.reverted_generation is not None:
+            self.reverted_generation = the_plan.reverted_generation
         if result.status_written:
             self.written, self.written_at = result.status, now
         return the_plan, result

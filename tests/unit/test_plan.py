@@ -341,3 +341,21 @@ def test_policy_memory_is_part_of_the_status_and_read_back_after_a_restart() -> 
     world.tick(decide, signals=SIGNALS)
     assert seen[0].service_s == 1.5
     assert world.statuses[-1]["policyMemory"]["recommendations"] == [{"t": NOW, "replicas": 3}]
+
+
+def test_a_hand_edited_template_is_restored_once_per_generation() -> None:
+    world = World()
+    world.tick(wants(2), signals=SIGNALS)
+    world.set_image_by_hand("evil/image:1")
+    plan, _ = world.tick(wants(2), signals=SIGNALS, now=NOW + 5)
+    assert plan.deployment is not None
+    assert world.applied[-1]["spec"]["template"]["spec"]["containers"][0]["image"] == "w:1"
+    assert [e.reason for e in plan.events] == ["DeploymentEdited"]
+    assert "'kubectl-set'" in plan.events[0].message
+    # The other manager still owns what it added; the same generation is not restored again.
+    world.deployment["metadata"]["managedFields"].append(  # type: ignore[index]
+        {"manager": "kubectl-set", "fieldsV1": {"f:spec": {"f:template": {}}}}
+    )
+    world.deployment["metadata"]["generation"] = plan.reverted_generation  # type: ignore[index]
+    again, _ = world.tick(wants(2), signals=SIGNALS, now=NOW + 10)
+    assert again.deployment is None

@@ -38,6 +38,8 @@ class DeploymentView:
     ready_replicas: int
     template_hash: str | None = None  # the rendered body last applied (render.TEMPLATE_HASH)
     replicas_manager: str | None = None  # who last set spec.replicas, if not celeriac
+    template_manager: str | None = None  # who else set fields of spec.template, if anyone
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Observation:
     signals: PoolSignals | None = None
     written: CeleryWorkerPoolStatus | None = None
     written_at: float | None = None
+    reverted_generation: int | None = None  # the Deployment generation last restored
 
     @property
     def memory(self) -> PolicyMemory:
@@ -82,14 +85,24 @@ def _timestamp(stamp: str | None) -> float:
 
 def replicas_manager(managed_fields: list[dict[str, Any]]) -> str | None:
     """The field manager that owns spec.replicas, unless celeriac is one of them."""
-    owners = {
-        entry.get("manager") or "unknown"
-        for entry in managed_fields
-        if "f:replicas" in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
-    }
+    owners = _owners(managed_fields, "f:replicas")
     if not owners or render.FIELD_MANAGER in owners:
         return None
     return sorted(owners)[0]
+
+
+def template_manager(managed_fields: list[dict[str, Any]]) -> str | None:
+    """Another field manager that set fields of the pod template (`kubectl set image`)."""
+    owners = _owners(managed_fields, "f:template") - {render.FIELD_MANAGER}
+    return sorted(owners)[0] if owners else None
+
+
+def _owners(managed_fields: list[dict[str, Any]], spec_field: str) -> set[str]:
+    return {
+        entry.get("manager") or "unknown"
+        for entry in managed_fields
+        if spec_field in ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+    }
 
 
 def deployment_view(raw: dict[str, Any] | None) -> DeploymentView | None:
@@ -101,6 +114,8 @@ def deployment_view(raw: dict[str, Any] | None) -> DeploymentView | None:
         ready_replicas=int(raw.get("status", {}).get("readyReplicas", 0) or 0),
         template_hash=(meta.get("annotations") or {}).get(render.TEMPLATE_HASH),
         replicas_manager=replicas_manager(meta.get("managedFields") or []),
+        template_manager=template_manager(meta.get("managedFields") or []),
+        generation=int(meta.get("generation") or 0),
     )
 
 

@@ -56,6 +56,7 @@ class Plan:
     ranges: RangeChange | None = None
     events: tuple[Event, ...] = ()
     scaled_from: int | None = None
+    reverted_generation: int | None = None  # a hand-edited template was restored
 
 
 def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
@@ -66,7 +67,7 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
     current, edit_events = current_replicas(obs, spec)
     decision = choose_decision(obs, spec, signals, current, decide)
     decision, hold_since, costs = drain(obs, spec, signals, decision, current)
-    body, scale_to = deployment_writes(obs, spec, decision.desired_replicas)
+    body, scale_to, reverted = deployment_writes(obs, spec, decision.desired_replicas)
     ranges, applied, reporting = range_change(signals, decision)
     warnings = pool_warnings(spec, signals)
     scaled = current is not None and current != decision.desired_replicas
@@ -84,6 +85,7 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
     )
     events = (
         *edit_events,
+        *template_events(obs, reverted),
         *scale_events(obs, current, decision),
         *(Event("Warning", "PoolWarning", w) for w in warnings if w not in obs.previous.warnings),
     )
@@ -97,6 +99,7 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
         ranges=ranges,
         events=events,
         scaled_from=current if scaled else None,
+        reverted_generation=reverted,
     )
 
 
@@ -263,18 +266,35 @@ def _held(decision: Decision, replicas: int, why: str) -> Decision:
 
 def deployment_writes(
     obs: Observation, spec: CeleryWorkerPoolSpec, replicas: int
-) -> tuple[dict[str, Any] | None, int | None]:
-    """The whole body when it is new or its rendered form changed; else only the replica
-    count, and only when it differs: an unchanged pool costs no write."""
+) -> tuple[dict[str, Any] | None, int | None, int | None]:
+    """The whole body when it is new, its rendered form changed, or someone else edited
+    its template; else only the replica count, and only when it differs: an unchanged pool
+    costs no write. The third value is the Deployment generation a hand edit was restored at
+    (restored once per generation: fields the edit added that celeriac does not render stay
+    theirs, and must not cost a write every tick)."""
     body = render.stamped(
         render.render_deployment(obs.ref.name, obs.ref.namespace, obs.ref.uid, spec, replicas)
     )
     deployment = obs.deployment
     if deployment is None or deployment.template_hash != render.body_hash(body):
-        return body, None
+        return body, None, None
+    edited = deployment.template_manager is not None
+    if edited and deployment.generation != obs.reverted_generation:
+        return body, None, deployment.generation
     if deployment.replicas != replicas:
-        return None, replicas
-    return None, None
+        return None, replicas, None
+    return None, None, None
+
+
+def template_events(obs: Observation, reverted: int | None) -> tuple[Event, ...]:
+    if reverted is None or obs.deployment is None:
+        return ()
+    name = render.deployment_name(obs.ref.name)
+    message = (
+        f"{name}'s pod template was changed by {obs.deployment.template_manager!r}; "
+        "restoring it from the pool's spec (change the CeleryWorkerPool instead)"
+    )
+    return (Event("Warning", "DeploymentEdited", message),)
 
 
 def range_change(

@@ -84,6 +84,7 @@ class PoolMemo:
     written: CeleryWorkerPoolStatus | None = None
     written_at: float | None = None
     interval_s: float = DEFAULT_INTERVAL_S
+    reverted_generation: int | None = None
 
 
 @dataclass
@@ -205,6 +206,7 @@ class Runtime:
             signals=signals,
             written=memo.written,
             written_at=memo.written_at,
+            reverted_generation=memo.reverted_generation,
         )
         return obs, broker_url
 
@@ -230,6 +232,8 @@ class Runtime:
     ) -> None:
         memo = self.pools.setdefault(ref.pool_id, PoolMemo())
         memo.planned = result.status
+        if the_plan.reverted_generation is not None:
+            memo.reverted_generation = the_plan.reverted_generation
         if result.status_written:
             memo.written, memo.written_at = result.status, obs.now
         for event in the_plan.events:
