@@ -23,7 +23,6 @@ class Batcher(Generic[Q, R]):
         self._window_s = window_s
         self._pending: list[tuple[Q, asyncio.Future[R]]] = []
         self._flush_task: asyncio.Task[None] | None = None
-        self.batches = 0
 
     async def read(self, query: Q) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -37,7 +36,6 @@ class Batcher(Generic[Q, R]):
         batch, self._pending = self._pending, []
         if not batch:
             return
-        self.batches += 1
         try:
             with metrics.SIGNALS_SECONDS.time():
                 results = await asyncio.to_thread(self._read_many, [q for q, _ in batch])
