@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from celeriac.actuators.celery_control import CeleryControl
 from celeriac.actuators.kube import Kube, SecretError, load_config
-from celeriac.actuators.render import selector_string
 from celeriac.api.pool import CeleryWorkerPoolSpec, Scaling
 from celeriac.api.status import CeleryWorkerPoolStatus
 from celeriac.controller import gather, metrics
@@ -37,6 +36,7 @@ from celeriac.controller.observation import (
     parse_status,
 )
 from celeriac.controller.plan import Event, Plan, plan
+from celeriac.controller.pod_cpu import NamespaceCPU
 from celeriac.controller.ranges import RangeJobs
 from celeriac.controller.settings import OperatorSettings
 from celeriac.signals.model import PoolSignals
@@ -98,7 +98,7 @@ class Runtime:
     loop: asyncio.AbstractEventLoop | None = None
     queries: dict[str, PoolQuery] = field(default_factory=dict)
     control: CeleryControl = field(default_factory=CeleryControl)
-    pod_metrics: PodMetricsReader | None = None
+    pod_cpu: NamespaceCPU | None = None
     pools: dict[str, PoolMemo] = field(default_factory=dict)
     ranges: RangeJobs | None = None
 
@@ -110,7 +110,7 @@ class Runtime:
             settings=settings,
             kube=kube,
             batcher=Batcher(gather.read_many, settings.batch_window_s),
-            pod_metrics=PodMetricsReader(kube.custom) if settings.pod_metrics else None,
+            pod_cpu=NamespaceCPU(PodMetricsReader(kube.custom)) if settings.pod_metrics else None,
         )
 
     async def start(self) -> None:
@@ -194,7 +194,10 @@ class Runtime:
             memo.interval_s = spec.scaling.polling_interval_seconds
         previous = memo.planned or parse_status(dict(body.get("status", {}) or {}))
         key = (ref.namespace, ref.name)
-        signals, broker_url = (None, None) if spec is None else await self._signals(ref, spec)
+        pod_views = tuple(sorted(pods.get(key, ()), key=lambda p: p.name))
+        signals, broker_url = (
+            (None, None) if spec is None else await self._signals(ref, spec, pod_views)
+        )
         obs = Observation(
             ref=ref,
             now=time.time(),
@@ -202,7 +205,7 @@ class Runtime:
             spec_error=spec_error,
             previous=previous,
             deployment=next(iter(deployments.get(key, ())), None),
-            pods=tuple(sorted(pods.get(key, ()), key=lambda p: p.name)),
+            pods=pod_views,
             signals=signals,
             written=memo.written,
             written_at=memo.written_at,
@@ -270,7 +273,7 @@ class Runtime:
         self.ranges.start(ref, the_plan.ranges, broker_url, keyprefix, emit)
 
     async def _signals(
-        self, ref: PoolRef, spec: CeleryWorkerPoolSpec
+        self, ref: PoolRef, spec: CeleryWorkerPoolSpec, pods: tuple[PodView, ...]
     ) -> tuple[PoolSignals, str | None]:
         now = time.time()
         secret_ref = spec.broker.url_secret_ref
@@ -286,11 +289,9 @@ class Runtime:
             if self.watcher is not None:
                 self.watcher.update(list(self.queries.values()))
         signals = await self.batcher.read(query)
-        if self.pod_metrics is not None:
-            pods, error = await asyncio.to_thread(
-                self.pod_metrics.read, ref.namespace, selector_string(ref.name)
-            )
-            signals = signals.model_copy(update={"pod_cpu": pods, "pod_cpu_error": error})
+        if self.pod_cpu is not None:
+            cpu, error = await self.pod_cpu.for_pods(ref.namespace, (p.name for p in pods))
+            signals = signals.model_copy(update={"pod_cpu": cpu, "pod_cpu_error": error})
         return signals, url
 
     async def _broker_url(self, namespace: str, name: str, key: str) -> str:
