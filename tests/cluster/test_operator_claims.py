@@ -25,6 +25,7 @@ from tests.cluster.test_operator_core import (
     pool_ns,  # noqa: F401 - fixture
     wait_for,
 )
+from tests.support import waiting
 from tests.support.operator_process import OperatorProcess
 from tests.support.redis_server import RedisServer
 
@@ -72,14 +73,29 @@ def test_the_stabilization_window_survives_a_restart_and_a_wiped_memory_does_not
 ) -> None:
     for name in ("keeps", "wiped"):
         apply(crd_installed, pool_ns, held_pool(name))
+    for name in ("keeps", "wiped"):
+        # New work after the first tick: the policy sees it arrive.
+        wait_for(
+            f"{name}'s Deployment",
+            lambda n=name: deployment_replicas(crd_installed, pool_ns, n) == 1,  # type: ignore[misc]
+            operator,
+        )
         push(broker, name, 60)
 
     def peaks() -> tuple[int, int] | None:
         got = [deployment_replicas(crd_installed, pool_ns, n) or 0 for n in ("keeps", "wiped")]
         return (got[0], got[1]) if min(got) > 1 else None
 
-    peak_keeps, peak_wiped = wait_for("both pools scaled up", peaks, operator, 60)
+    def statuses() -> str:
+        pools = [
+            (get(crd_installed, pool_ns, "cwp", n) or {}).get("status") for n in ("keeps", "wiped")
+        ]
+        return f"{json.dumps(pools)}\n--- operator log ---\n{operator.log_tail()}"
+
+    waiting.wait_for("both pools scaled up", peaks, 60, 0.25, statuses)
     broker.client().delete("keeps", "wiped")  # the load is gone
+    time.sleep(3)  # a scale-up already under way lands
+    peak_keeps, peak_wiped = peaks() or (0, 0)
     time.sleep(3)
     assert deployment_replicas(crd_installed, pool_ns, "keeps") == peak_keeps
     assert deployment_replicas(crd_installed, pool_ns, "wiped") == peak_wiped
