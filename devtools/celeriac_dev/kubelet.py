@@ -320,6 +320,8 @@ class ProcessKubelet:
                 env[var.name] = expand(var.value, env)
             elif var.value_from is not None:
                 env[var.name] = self._env_from(pod, var.value_from)
+            else:
+                env[var.name] = ""  # `value: ""` arrives as no value at all
         # Only the container's own variables name paths inside its mounts. Inherited ones
         # (PATH) are host paths: a clone under /tmp beside an emptyDir at /tmp once sent
         # PATH into the pod directory and no command was found.

@@ -351,9 +351,8 @@ def test_a_cpu_bound_pool_gets_a_narrower_range_live_on_the_pod(
         return next((e["message"] for e in events if e["reason"] == "RangeApplied"), None)
 
     message = wait_for("a live range change", range_event, timeout_s=60, every_s=0.5)
+    # How fast it lands is a benchmark's business (bench/bench_reaction.py), not this test's.
     assert message.startswith("--autoscale 1-1 applied to 1 workers in ")
-    elapsed = float(message.rsplit(" in ", 1)[1].removesuffix(" s"))
-    assert elapsed < 2.0
     pod = live_pods(cluster, ns, "hot")[0]
     annotations = get(cluster, ns, "pod", pod["metadata"]["name"])["metadata"]["annotations"]
     assert annotations["celeriac.dev/autoscale-range"] == "1-1"
