@@ -359,3 +359,16 @@ def test_a_hand_edited_template_is_restored_once_per_generation() -> None:
     world.deployment["metadata"]["generation"] = plan.reverted_generation  # type: ignore[index]
     again, _ = world.tick(wants(2), signals=SIGNALS, now=NOW + 10)
     assert again.deployment is None
+
+
+def test_a_backlog_that_moved_a_lot_is_written_within_5_s() -> None:
+    world = World()
+    world.tick(wants(2), signals=SIGNALS)
+    burst = PoolSignals(
+        observed_at=NOW, queues=[QueueBacklog(queue="celery", waiting=90, reserved=10)]
+    )
+    early, _ = world.tick(wants(2), signals=burst, now=NOW + 2)
+    assert early.write_status is False
+    later, _ = world.tick(wants(2), signals=burst, now=NOW + 5)
+    assert later.write_status is True
+    assert world.statuses[-1]["backlog"] == 100

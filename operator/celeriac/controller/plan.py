@@ -25,6 +25,10 @@ from celeriac.signals.model import PoolSignals
 # Numbers that move every tick (backlog, CPU, the policy's memory) reach the status at most
 # this often; a decision, a condition or a warning that changes is written at once.
 STATUS_REFRESH_S = 30.0
+# ...except a backlog that moved by more than this, which is written after at least 5 s.
+BACKLOG_REFRESH_S = 5.0
+BACKLOG_STEP_TASKS = 5
+BACKLOG_STEP_RATIO = 0.2
 
 Decide = Callable[[PolicyInput], Decision]
 
@@ -363,4 +367,16 @@ def status_due(obs: Observation, status: CeleryWorkerPoolStatus) -> bool:
         return True
     if _settled(status) != _settled(written):
         return True
-    return status != written and obs.now - obs.written_at >= STATUS_REFRESH_S
+    if status == written:
+        return False
+    since = obs.now - obs.written_at
+    if since >= STATUS_REFRESH_S:
+        return True
+    # A backlog that moved a lot is news while it happens (a burst, a drain), not 30 s later.
+    return since >= BACKLOG_REFRESH_S and _moved(written.backlog, status.backlog)
+
+
+def _moved(before: int | None, after: int | None) -> bool:
+    if before is None or after is None:
+        return before != after
+    return abs(after - before) > max(BACKLOG_STEP_TASKS, BACKLOG_STEP_RATIO * before)
