@@ -174,7 +174,9 @@ def plot(recording: Recording, keda: KedaRun | None, path: Path) -> None:
     t = [s.t for s in samples]
     fig, ax1 = plt.subplots(figsize=(9.5, 5.2))
     ax1.fill_between(t, [s.backlog or 0 for s in samples], color="tab:red", alpha=0.18, step="post")
-    ax1.plot(t, [s.backlog or 0 for s in samples], color="tab:red", label="backlog (tasks)")
+    ax1.step(
+        t, [s.backlog or 0 for s in samples], where="post", color="tab:red", label="backlog (tasks)"
+    )
     ax1.set_xlabel("seconds since the burst began")
     ax1.set_ylabel("backlog (tasks)", color="tab:red")
     ax1.axvline(0, color="grey", linewidth=0.8, linestyle=":")
@@ -199,8 +201,10 @@ def plot(recording: Recording, keda: KedaRun | None, path: Path) -> None:
             label="celeriac: ready replicas",
         )
     if keda is not None:
-        kt = [p.t for p in keda.timeline if p.t <= (t[-1] if t else 0)]
-        kr = [p.replicas for p in keda.timeline][: len(kt)]
+        end = t[-1] if t else 0.0
+        shown = [p for p in keda.timeline if p.t <= end]
+        kt = [p.t for p in shown] + [end]
+        kr = [p.replicas for p in shown] + [shown[-1].replicas if shown else 0]
         ax2.step(
             kt,
             kr,
