@@ -372,3 +372,60 @@ def test_a_backlog_that_moved_a_lot_is_written_within_5_s() -> None:
     later, _ = world.tick(wants(2), signals=burst, now=NOW + 5)
     assert later.write_status is True
     assert world.statuses[-1]["backlog"] == 100
+
+
+def test_busy_pods_that_will_go_stop_consuming_and_resume_when_load_returns() -> None:
+    world = World.with_deployment(3, ready=3)
+    world.pods = [ready_pod("busy-a"), ready_pod("busy-b"), ready_pod("busy-c")]
+    signals = PoolSignals(
+        observed_at=NOW,
+        queues=[QueueBacklog(queue="celery", waiting=4, reserved=3)],
+        workers=[load("busy-a", 1), load("busy-b", 2), load("busy-c", 3)],
+    )
+    world.tick(wants(1), signals=signals)  # ranks first
+    plan, _ = world.tick(wants(1), signals=signals, now=NOW + 5)
+    assert world.replicas == 3  # held: all three are busy and tasks still wait
+    assert plan.consumers is not None
+    # The two cheapest (fewest running tasks) are the ones the ReplicaSet will remove.
+    assert plan.consumers.stop == {"celery@busy-a": "busy-a", "celery@busy-b": "busy-b"}
+    assert plan.consumers.queues == ("celery",)
+    # Their workers answered; the pods are marked. Load comes back: they consume again.
+    for pod in ("busy-a", "busy-b"):
+        world.annotate_pod("ns", pod, {"celeriac.dev/draining": "true"})
+    again, _ = world.tick(wants(3), signals=signals, now=NOW + 10)
+    assert again.consumers is not None
+    assert again.consumers.stop == {}
+    assert again.consumers.resume == {"celery@busy-a": "busy-a", "celery@busy-b": "busy-b"}
+
+
+def test_stopping_and_resuming_consumers_marks_only_the_pods_that_answered() -> None:
+    from celeriac.controller.drain import ConsumerChange
+    from celeriac.controller.ranges import send_consumers
+    from tests.support.plan_world import REF
+
+    class Control:
+        def __init__(self) -> None:
+            self.calls: list[tuple[list[str], tuple[str, ...], bool]] = []
+
+        def set_consuming(self, url, hosts, queues, consume, prefix=""):  # type: ignore[no-untyped-def]
+            self.calls.append((list(hosts), tuple(queues), consume))
+            return [h for h in hosts if h != "celery@silent"]
+
+    world = World()
+    control = Control()
+    change = ConsumerChange(
+        ("celery",), stop={"celery@a": "a", "celery@silent": "s"}, resume={"celery@b": "b"}
+    )
+    events = send_consumers(REF, change, "redis://x", "", control, world)  # type: ignore[arg-type]
+    assert control.calls == [
+        (["celery@a", "celery@silent"], ("celery",), False),
+        (["celery@b"], ("celery",), True),
+    ]
+    assert world.annotations == {
+        "a": {"celeriac.dev/draining": "true"},
+        "b": {"celeriac.dev/draining": None},
+    }
+    assert [e.message for e in events] == [
+        "1/2 workers stop consuming to drain before scale-in",
+        "1/1 workers resume consuming",
+    ]

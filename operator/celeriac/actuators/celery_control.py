@@ -84,6 +84,30 @@ class CeleryControl:
             )
         return RangeResult(confirmed, pending, attempts, time.monotonic() - started)
 
+    def set_consuming(
+        self,
+        broker_url: str,
+        hostnames: Iterable[str],
+        queues: Iterable[str],
+        consume: bool,
+        global_keyprefix: str = "",
+    ) -> list[str]:
+        """Stop (or resume) consuming `queues` on these workers; returns those that answered.
+
+        A worker chosen for scale-in stops taking new tasks, finishes what it runs, and is
+        then an idle pod the ReplicaSet removes first. Resuming covers a drain called off
+        because load came back before the pod went.
+        """
+        app = self._app(broker_url, global_keyprefix)
+        hosts = sorted(set(hostnames))
+        answered: set[str] = set()
+        for queue in queues:
+            call = app.control.add_consumer if consume else app.control.cancel_consumer
+            kwargs = {"destination": hosts, "reply": True, "timeout": self.reply_timeout_s}
+            for reply in call(queue, **kwargs) or []:
+                answered.update(reply)
+        return sorted(answered)
+
     def read_ranges(self, app: Celery, hostnames: list[str]) -> dict[str, tuple[int, int]]:
         stats = (
             app.control.inspect(destination=hostnames, timeout=self.reply_timeout_s).stats() or {}

@@ -14,6 +14,8 @@ POOL_LABEL = "celeriac.dev/pool"
 # The field manager of every write: who owns spec.replicas tells a hand edit from our own.
 FIELD_MANAGER = "celeriac"
 RANGE_ANNOTATION = "celeriac.dev/autoscale-range"
+# On a pod whose worker was told to stop consuming because the pod is leaving.
+DRAINING = "celeriac.dev/draining"
 # On the Deployment: the hash of the body last applied, so an unchanged pool costs no write.
 TEMPLATE_HASH = "celeriac.dev/applied-hash"
 PODINFO_DIR = "/etc/celeriac/podinfo"

@@ -50,6 +50,7 @@ class PodView:
     deleting: bool
     deletion_cost: str | None = None
     range_annotation: str | None = None
+    draining: bool = False  # its worker was told to stop consuming (controller.drain)
 
 
 @dataclass(frozen=True)
@@ -140,4 +141,5 @@ def pod_view(raw: dict[str, Any]) -> PodView:
         deleting=bool(meta.get("deletionTimestamp")),
         deletion_cost=annotations.get(DELETION_COST),
         range_annotation=annotations.get(render.RANGE_ANNOTATION),
+        draining=annotations.get(render.DRAINING) == "true",
     )

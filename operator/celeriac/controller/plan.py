@@ -15,11 +15,11 @@ from typing import Any
 from celeriac.actuators import render
 from celeriac.api.pool import CeleryWorkerPoolSpec
 from celeriac.api.status import CeleryWorkerPoolStatus
+from celeriac.controller.drain import ConsumerChange, drain
 from celeriac.controller.observation import Observation
 from celeriac.controller.status import TickOutcome, build_status, invalid_spec_status
 from celeriac.policy import decide as policy_decide
 from celeriac.policy.model import Decision, Mode, PolicyInput, Recommendation
-from celeriac.policy.scale_in import PodState, plan_scale_in
 from celeriac.signals.model import PoolSignals
 
 # Numbers that move every tick (backlog, CPU, the policy's memory) reach the status at most
@@ -58,6 +58,7 @@ class Plan:
     scale_to: int | None = None  # only the replica count, when that alone changed
     deletion_costs: dict[str, int] = field(default_factory=dict)  # only those that change
     ranges: RangeChange | None = None
+    consumers: ConsumerChange | None = None  # workers to stop (or resume) consuming
     events: tuple[Event, ...] = ()
     scaled_from: int | None = None
     reverted_generation: int | None = None  # a hand-edited template was restored
@@ -70,7 +71,8 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
     signals = trusted_signals(obs)
     current, edit_events = current_replicas(obs, spec)
     decision = choose_decision(obs, spec, signals, current, decide)
-    decision, hold_since, costs = drain(obs, spec, signals, decision, current)
+    drained = drain(obs, spec, signals, decision, current)
+    decision, hold_since, costs = drained.decision, drained.hold_since, drained.costs
     body, scale_to, reverted = deployment_writes(obs, spec, decision.desired_replicas)
     ranges, applied, reporting = range_change(signals, decision)
     warnings = pool_warnings(spec, signals)
@@ -101,6 +103,7 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
         scale_to=scale_to,
         deletion_costs=costs,
         ranges=ranges,
+        consumers=drained.consumers,
         events=events,
         scaled_from=current if scaled else None,
         reverted_generation=reverted,
@@ -212,59 +215,6 @@ def manual_scale(obs: Observation, spec: CeleryWorkerPoolSpec) -> Decision | Non
         memory=obs.memory.model_copy(
             update={"recommendations": [Recommendation(t=obs.now, replicas=desired)]}
         ),
-    )
-
-
-def drain(
-    obs: Observation,
-    spec: CeleryWorkerPoolSpec,
-    signals: PoolSignals | None,
-    decision: Decision,
-    current: int | None,
-) -> tuple[Decision, float | None, dict[str, int]]:
-    """Deletion costs kept current; a scale-in only over pods already ranked, and held while
-    busy pods finish (until the drain deadline). Returns the decision, since when a drain is
-    holding, and the costs to write.
-
-    The ReplicaSet controller reads pod-deletion-cost from its informer cache, so a cost
-    written together with a lower replica count may not be seen yet: a scale-in waits one
-    tick whenever a ranking had to change.
-    """
-    if current is None or signals is None or signals.workers is None:
-        return decision, None, {}
-    running = {w.pod: w.running for w in signals.workers}
-    live = [p for p in obs.pods if not p.deleting]
-    states = [PodState(p.name, p.created_at, running.get(p.name), p.ready) for p in live]
-    busy_since = obs.previous.drain_hold_since or obs.now
-    scale_in = plan_scale_in(
-        states,
-        current,
-        decision.desired_replicas,
-        # Only running tasks left: what is reserved sits on the busy pods themselves.
-        backlog_gone=signals.waiting == 0,
-        busy_since=busy_since,
-        drain_deadline_s=spec.scaling.drain_deadline_seconds,
-        now=obs.now,
-    )
-    have = {p.name: p.deletion_cost for p in live}
-    costs = {n: c for n, c in scale_in.deletion_costs.items() if have.get(n) != str(c)}
-    if decision.desired_replicas >= current:
-        return decision, None, costs
-    if costs:
-        held = _held(decision, current, "ranking pods before scale-in")
-        return held, obs.previous.drain_hold_since, costs
-    if scale_in.allowed_replicas == decision.desired_replicas:
-        return decision, None, costs
-    return _held(decision, scale_in.allowed_replicas, scale_in.reason), busy_since, costs
-
-
-def _held(decision: Decision, replicas: int, why: str) -> Decision:
-    return decision.model_copy(
-        update={
-            "desired_replicas": replicas,
-            "reason": f"{decision.reason}; {why}",
-            "limited_by": "drain",
-        }
     )
 
 

@@ -1,10 +1,11 @@
-"""Live `--autoscale` ranges, sent off the reconcile path.
+"""Celery control calls (live `--autoscale` ranges, stopping and resuming consumers), sent
+off the reconcile path.
 
-A range change goes to workers over the broker and waits for their confirmation; a
-worker that never answers costs its reply timeout times the attempts. That wait must not
-hold up a tick (or the thread pool every pool shares), so each pool has at most one
-range job in flight, and the next tick, which sees the ranges the workers report, starts
-another only for those still behind.
+A control call goes to workers over the broker and waits for their answers; a worker that
+never answers costs its reply timeout times the attempts. That wait must not hold up a tick
+(or the thread pool every pool shares), so each pool has at most one job of each kind in
+flight, and the next tick, which sees what the workers report, starts another only for
+those still behind.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Protocol
 
 from celeriac.actuators import render
 from celeriac.actuators.celery_control import RangeResult
+from celeriac.controller.drain import ConsumerChange
 from celeriac.controller.observation import PoolRef
 from celeriac.controller.plan import Event, RangeChange
 
@@ -31,6 +33,15 @@ class ControlEdge(Protocol):
         range_max: int,
         global_keyprefix: str = "",
     ) -> RangeResult: ...
+
+    def set_consuming(
+        self,
+        broker_url: str,
+        hostnames: Iterable[str],
+        queues: Iterable[str],
+        consume: bool,
+        global_keyprefix: str = "",
+    ) -> list[str]: ...
 
 
 class PodAnnotator(Protocol):
@@ -81,49 +92,67 @@ def send_range(
     return range_events(change, result)
 
 
-class RangeJobs:
-    """At most one range job per pool; its events go to `emit` when it ends."""
+def send_consumers(
+    ref: PoolRef,
+    change: ConsumerChange,
+    broker_url: str,
+    keyprefix: str,
+    control: ControlEdge,
+    kube: PodAnnotator,
+) -> list[Event]:
+    """Blocking: stop the leaving workers consuming (resume those no longer leaving), and
+    mark each pod that answered, so the next plans know."""
+    events: list[Event] = []
+    for consume, workers in ((False, change.stop), (True, change.resume)):
+        if not workers:
+            continue
+        answered = control.set_consuming(
+            broker_url, list(workers), change.queues, consume, keyprefix
+        )
+        for hostname in answered:
+            pod = workers.get(hostname)
+            if pod:
+                mark = None if consume else "true"
+                kube.annotate_pod(ref.namespace, pod, {render.DRAINING: mark})
+        verb = "resume consuming" if consume else "stop consuming to drain before scale-in"
+        events.append(Event("Normal", "Draining", f"{len(answered)}/{len(workers)} workers {verb}"))
+    return events
 
-    def __init__(self, control: ControlEdge, kube: PodAnnotator) -> None:
-        self.control = control
-        self.kube = kube
-        self.running: dict[str, asyncio.Task[None]] = {}
 
-    def busy(self, pool_id: str) -> bool:
-        task = self.running.get(pool_id)
+Job = Callable[[], list[Event]]
+
+
+class ControlJobs:
+    """At most one job of each kind per pool; its events go to `emit` when it ends."""
+
+    def __init__(self) -> None:
+        self.running: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def busy(self, pool_id: str, kind: str) -> bool:
+        task = self.running.get((pool_id, kind))
         return task is not None and not task.done()
 
-    def start(
-        self,
-        ref: PoolRef,
-        change: RangeChange,
-        broker_url: str,
-        keyprefix: str,
-        emit: Callable[[Event], None],
-    ) -> bool:
-        if self.busy(ref.pool_id):
+    def start(self, pool_id: str, kind: str, job: Job, emit: Callable[[Event], None]) -> bool:
+        if self.busy(pool_id, kind):
             return False
 
-        async def job() -> None:
+        async def run() -> None:
             try:
-                events = await asyncio.to_thread(
-                    send_range, ref, change, broker_url, keyprefix, self.control, self.kube
-                )
+                events = await asyncio.to_thread(job)
             except Exception as exc:  # noqa: BLE001 - reported on the pool, retried next tick
-                log.warning("range change for %s failed: %s", ref.pool_id, type(exc).__name__)
+                log.warning("%s for %s failed: %s", kind, pool_id, type(exc).__name__)
                 # The class only: broker errors may quote the URL, and with it a password.
-                failed = f"range change failed: {type(exc).__name__}"
-                events = [Event("Warning", "RangeNotConfirmed", failed)]
+                failed = f"{kind} failed: {type(exc).__name__}"
+                events = [Event("Warning", "ControlFailed", failed)]
             for event in events:
                 emit(event)
 
-        self.running[ref.pool_id] = asyncio.create_task(job())
+        self.running[(pool_id, kind)] = asyncio.create_task(run())
         return True
 
     def forget(self, pool_id: str) -> None:
-        task = self.running.pop(pool_id, None)
-        if task is not None:
-            task.cancel()
+        for key in [k for k in self.running if k[0] == pool_id]:
+            self.running.pop(key).cancel()
 
     async def close(self) -> None:
         for task in self.running.values():

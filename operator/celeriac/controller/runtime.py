@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import kopf
@@ -37,7 +38,7 @@ from celeriac.controller.observation import (
 )
 from celeriac.controller.plan import Event, Plan, plan
 from celeriac.controller.pod_cpu import NamespaceCPU
-from celeriac.controller.ranges import RangeJobs
+from celeriac.controller.ranges import ControlJobs, send_consumers, send_range
 from celeriac.controller.settings import OperatorSettings
 from celeriac.signals.model import PoolSignals
 from celeriac.signals.pod_metrics import PodMetricsReader
@@ -100,7 +101,7 @@ class Runtime:
     control: CeleryControl = field(default_factory=CeleryControl)
     pod_cpu: NamespaceCPU | None = None
     pools: dict[str, PoolMemo] = field(default_factory=dict)
-    ranges: RangeJobs | None = None
+    jobs: ControlJobs = field(default_factory=ControlJobs)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -115,15 +116,13 @@ class Runtime:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.ranges = RangeJobs(self.control, self.kube)
         if self.settings.wakeup:
             self.watcher = WakeupListener(
                 self._wake_threadsafe, min_interval_s=self.settings.min_reconcile_interval_s
             )
 
     async def stop(self) -> None:
-        if self.ranges is not None:
-            await self.ranges.close()
+        await self.jobs.close()
         if self.watcher is not None:
             await asyncio.to_thread(self.watcher.close)
         await asyncio.to_thread(self.control.close)
@@ -153,8 +152,7 @@ class Runtime:
         self.wakes.pop(pool_id, None)
         self.queries.pop(pool_id, None)
         self.pools.pop(pool_id, None)
-        if self.ranges is not None:
-            self.ranges.forget(pool_id)
+        self.jobs.forget(pool_id)
         if self.watcher is not None:
             self.watcher.update(list(self.queries.values()))
 
@@ -252,10 +250,10 @@ class Runtime:
                 ref.namespace, ref.name, the_plan.decision, current, obs.signals
             )
         metrics.API_WRITES.labels(ref.namespace, ref.name).inc(result.writes)
-        if the_plan.ranges is not None and broker_url is not None and obs.spec is not None:
-            self._send_ranges(body, ref, the_plan, broker_url, obs.spec)
+        if broker_url is not None and obs.spec is not None:
+            self._control(body, ref, the_plan, broker_url, obs.spec)
 
-    def _send_ranges(
+    def _control(
         self,
         body: kopf.Body,
         ref: PoolRef,
@@ -263,14 +261,21 @@ class Runtime:
         broker_url: str,
         spec: CeleryWorkerPoolSpec,
     ) -> None:
-        if self.ranges is None or the_plan.ranges is None:
-            return
+        """Range and consumer changes, each as a job off the tick."""
 
         def emit(event: Event) -> None:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
-        keyprefix = spec.broker.transport.global_keyprefix
-        self.ranges.start(ref, the_plan.ranges, broker_url, keyprefix, emit)
+        prefix = spec.broker.transport.global_keyprefix
+        ranges, consumers = the_plan.ranges, the_plan.consumers
+        if ranges is not None:
+            job = partial(send_range, ref, ranges, broker_url, prefix, self.control, self.kube)
+            self.jobs.start(ref.pool_id, "ranges", job, emit)
+        if consumers is not None:
+            job = partial(
+                send_consumers, ref, consumers, broker_url, prefix, self.control, self.kube
+            )
+            self.jobs.start(ref.pool_id, "consumers", job, emit)
 
     async def _signals(
         self, ref: PoolRef, spec: CeleryWorkerPoolSpec, pods: tuple[PodView, ...]
