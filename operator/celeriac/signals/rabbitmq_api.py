@@ -93,6 +93,13 @@ def endpoint(amqp_url: str, management_url: str | None = None) -> Endpoint:
     return Endpoint(f"{scheme}://{shown_host}:{port}", unquote(user), unquote(password or ""))
 
 
+def management_url(amqp_url: str, base_url: str | None, username: str, password: str) -> str:
+    """The pool's management URL with credentials from its Secret (kept in memory only)."""
+    base = base_url.rstrip("/") if base_url else endpoint(amqp_url).base_url
+    scheme, rest = base.split("://", 1)
+    return f"{scheme}://{quote(username, safe='')}:{quote(password, safe='')}@{rest}"
+
+
 def queues_path(vhost: str) -> str:
     """Every queue of one vhost in one request.
 

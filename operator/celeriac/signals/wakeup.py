@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from celeriac.signals import kombu_keys
+from celeriac.signals import kombu_keys, rabbitmq_api
 from celeriac.signals.connection import connect, server_label
 from celeriac.signals.reader import PoolQuery
 
@@ -145,6 +145,8 @@ class WakeupListener:
             lambda: defaultdict(set)
         )
         for q in queries:
+            if rabbitmq_api.is_amqp_url(q.broker_url):
+                continue  # no keyspace notifications there; RabbitMQ pools poll
             db = _db_from_url(q.broker_url)
             for queue in q.queues:
                 for _step, key in kombu_keys.queue_keys(
