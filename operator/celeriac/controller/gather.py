@@ -12,12 +12,15 @@ from collections.abc import Sequence
 
 from celeriac.api.pool import CeleryWorkerPoolSpec
 from celeriac.signals import rabbitmq_api
+from celeriac.signals.heartbeats import HeartbeatListener
 from celeriac.signals.model import PoolSignals
 from celeriac.signals.rabbitmq import RabbitMQReader
 from celeriac.signals.reader import BacklogReader, PoolQuery
 
 _reader = BacklogReader()
-_rabbitmq = RabbitMQReader()
+# Worker load on RabbitMQ arrives as worker events; consumers start with the first pool.
+_heartbeats = HeartbeatListener()
+_rabbitmq = RabbitMQReader(workers=_heartbeats.worker_source)
 
 
 def make_query(
