@@ -20,13 +20,8 @@ import pytest
 from celeriac.api.pool import CeleryWorkerPoolSpec
 from celeriac.controller import gather
 from celeriac.signals import rabbitmq_api
-from celeriac.signals.rabbitmq import (
-    MAX_REPLY_BYTES,
-    ManagementError,
-    RabbitMQReader,
-    parse_queue_list,
-    pool_backlog,
-)
+from celeriac.signals.rabbitmq import RabbitMQReader, parse_queue_list, pool_backlog
+from celeriac.signals.rabbitmq_client import MAX_REPLY_BYTES, ManagementError
 from celeriac.signals.reader import PoolQuery
 
 NOW = 1_800_000_000.0

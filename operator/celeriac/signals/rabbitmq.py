@@ -21,11 +21,9 @@ so it arrives as broker events (`heartbeats`), passed in as `workers`.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import ssl
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -37,21 +35,15 @@ from pydantic import ValidationError
 from celeriac.signals import rabbitmq_api
 from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 from celeriac.signals.rabbitmq_api import Endpoint, QueueRow
+from celeriac.signals.rabbitmq_client import ManagementClient, ManagementError
 from celeriac.signals.reader import PoolQuery
 
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_ENDPOINTS = 8
-# A queue list row with the columns asked is ~250 bytes: 64 MiB is >200k queues. A broker
-# that sends more is not answering the question asked.
-MAX_REPLY_BYTES = 64 << 20
 
 # (pool query, now) -> (workers, error); None workers means unknown, with the error saying why.
 WorkerSource = Callable[[PoolQuery, float], tuple[list[WorkerLoad] | None, str | None]]
-
-
-class ManagementError(Exception):
-    """The management API could not answer; the message is safe to show (no credentials)."""
 
 
 def _no_worker_source(_query: PoolQuery, _now: float) -> tuple[list[WorkerLoad] | None, str]:
@@ -70,9 +62,7 @@ class RabbitMQReader:
         self.clock = clock
         self.workers = workers
         self.ssl_context = ssl_context
-        self.requests = 0
-        self._idle: dict[Endpoint, http.client.HTTPConnection] = {}
-        self._lock = threading.Lock()
+        self.client = ManagementClient(timeout_s, ssl_context)
         self._pool: ThreadPoolExecutor | None = None
 
     def read(self, queries: list[PoolQuery]) -> dict[str, PoolSignals]:
@@ -109,7 +99,8 @@ class RabbitMQReader:
         self, where: Endpoint, vhost: str, queries: list[PoolQuery], now: float
     ) -> dict[str, PoolSignals]:
         try:
-            rows, invalid = parse_queue_list(self._get(where, rabbitmq_api.queues_path(vhost)))
+            raw = self.client.get(where, rabbitmq_api.queues_path(vhost))
+            rows, invalid = parse_queue_list(raw)
         except ManagementError as exc:
             return {q.pool_id: self._failed(q, str(exc), now) for q in queries}
         out = {}
@@ -125,59 +116,15 @@ class RabbitMQReader:
             )
         return out
 
-    def _connection(self, where: Endpoint) -> http.client.HTTPConnection:
-        with self._lock:
-            conn = self._idle.pop(where, None)
-        if conn is not None:
-            return conn
-        host_port = where.base_url.split("://", 1)[1]
-        if where.base_url.startswith("https://"):
-            context = self.ssl_context or ssl.create_default_context()
-            return http.client.HTTPSConnection(host_port, timeout=self.timeout_s, context=context)
-        return http.client.HTTPConnection(host_port, timeout=self.timeout_s)
-
-    def _get(self, where: Endpoint, path: str) -> bytes:
-        conn = self._connection(where)
-        with self._lock:
-            self.requests += 1
-        try:
-            conn.request("GET", path, headers={"Authorization": where.authorization()})
-            response = conn.getresponse()
-            body = response.read(MAX_REPLY_BYTES + 1)
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise ManagementError(
-                f"RabbitMQ management API {where.label} unreachable: {type(exc).__name__}: {exc}"
-            ) from exc
-        if response.status != 200 or len(body) > MAX_REPLY_BYTES:
-            conn.close()
-            raise ManagementError(_status_message(where, response.status, len(body)))
-        with self._lock:
-            self._idle.setdefault(where, conn)  # kept alive for the next tick
-        return body
+    @property
+    def requests(self) -> int:
+        return self.client.requests
 
     def close(self) -> None:
-        with self._lock:
-            conns = list(self._idle.values())
-            self._idle.clear()
-        for conn in conns:
-            conn.close()
+        self.client.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
-
-
-def _status_message(where: Endpoint, status: int, size: int) -> str:
-    if status in (401, 403):
-        return (
-            f"RabbitMQ management API {where.label} refused the credentials ({status}): "
-            "the user needs the `monitoring` tag and read access to the pool's vhost"
-        )
-    if status == 404:
-        return f"RabbitMQ management API {where.label}: the broker URL's vhost does not exist (404)"
-    if status == 200:
-        return f"RabbitMQ management API {where.label} sent more than {MAX_REPLY_BYTES} bytes"
-    return f"RabbitMQ management API {where.label} answered HTTP {status} ({size} bytes)"
 
 
 def parse_queue_list(raw: bytes) -> tuple[dict[str, QueueRow], set[str]]:
