@@ -19,7 +19,7 @@ import pytest
 
 from celeriac.api.pool import CeleryWorkerPoolSpec
 from celeriac.controller import gather
-from celeriac.signals import rabbitmq_api
+from celeriac.signals import rabbitmq_api, rabbitmq_wakeup
 from celeriac.signals.rabbitmq import RabbitMQReader, parse_queue_list, pool_backlog
 from celeriac.signals.rabbitmq_client import MAX_REPLY_BYTES, ManagementError
 from celeriac.signals.reader import PoolQuery
@@ -341,3 +341,30 @@ def test_read_many_sends_each_query_to_its_brokers_reader(fake: FakeManagement) 
     assert got[1].backlog == 3
     assert got[0].backlog is None  # nothing listens on port 1: stale, from the Redis reader
     assert "127.0.0.1:1" in (got[0].backlog_error or "")
+
+
+# --- wake-ups ------------------------------------------------------------------
+
+
+def test_wakeup_counts_read_each_queues_publish_total_and_skip_bad_rows() -> None:
+    raw = json.dumps(
+        [
+            {"name": "a", "message_stats": {"publish": 7}},
+            {"name": "fresh"},  # no message yet: no stats
+            {"name": "bad", "message_stats": {"publish": -3}},
+            {"name": "worse", "message_stats": {"publish": True}},
+            {"message_stats": {"publish": 1}},
+            "junk",
+        ]
+    ).encode()
+    assert rabbitmq_wakeup.publish_counts(raw) == {"a": 7, "fresh": 0}
+    assert rabbitmq_wakeup.publish_path("/") == "/api/queues/%2F?columns=name,message_stats.publish"
+
+
+def test_wakeup_fires_for_queues_that_grew_since_the_last_poll_only() -> None:
+    assert rabbitmq_wakeup.grown(None, {"a": 5}) == set()  # a baseline, not news
+    before = {"a": 5, "b": 2, "gone": 1}
+    after = {"a": 5, "b": 3, "new": 1, "empty-new": 0}
+    assert rabbitmq_wakeup.grown(before, after) == {"b", "new"}
+    # Deleted and declared again: the count restarted, and what it holds now is new.
+    assert rabbitmq_wakeup.grown({"a": 50}, {"a": 2}) == {"a"}

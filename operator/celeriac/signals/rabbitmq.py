@@ -22,7 +22,6 @@ so it arrives as broker events (`heartbeats`), passed in as `workers`.
 from __future__ import annotations
 
 import json
-import logging
 import ssl
 import time
 from collections import defaultdict
@@ -37,8 +36,6 @@ from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 from celeriac.signals.rabbitmq_api import Endpoint, QueueRow
 from celeriac.signals.rabbitmq_client import ManagementClient, ManagementError
 from celeriac.signals.reader import PoolQuery
-
-log = logging.getLogger(__name__)
 
 MAX_PARALLEL_ENDPOINTS = 8
 
