@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import random
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from tests.support.rabbitmq_server import RabbitMQServer, running_rabbitmq  # no
 
 from celeriac.signals import rabbitmq_api  # noqa: E402
 from celeriac.signals.rabbitmq import RabbitMQReader  # noqa: E402
+from celeriac.signals.rabbitmq_wakeup import RabbitMQWakeup, publish_path  # noqa: E402
 from celeriac.signals.reader import PoolQuery  # noqa: E402
 
 BODY = b'[["invoice-12345"], {"user_id": 42, "format": "pdf"}, {"callbacks": null}]' * 12
@@ -90,6 +93,29 @@ def get_bytes(server: RabbitMQServer, path: str) -> tuple[int, float]:
     return len(body), elapsed
 
 
+def wake_delays(server: RabbitMQServer, queries: list[PoolQuery], n: int) -> list[float]:
+    """Publish to one pool's queue, n times, and time the wake-up callback."""
+    woken = threading.Event()
+    wakeup = RabbitMQWakeup(lambda pools: woken.set() if "ns/p7" in pools else None)
+    wakeup.update(queries)
+    conn = amqp.Connection(f"127.0.0.1:{server.amqp_port}", userid="guest", password="guest")
+    conn.connect()
+    channel = conn.channel()
+    time.sleep(2.5)  # the baseline poll
+    delays = []
+    gaps = random.Random(7)
+    for _ in range(n):
+        woken.clear()
+        started = time.monotonic()
+        channel.basic_publish(amqp.Message(BODY), exchange="", routing_key="p7-q1")
+        if woken.wait(30):
+            delays.append(time.monotonic() - started)
+        time.sleep(gaps.uniform(0.2, 2.2))  # publishes at any phase of the poll
+    conn.close()
+    wakeup.close()
+    return delays
+
+
 def settle(reader: RabbitMQReader, queries: list[PoolQuery], expected: int) -> None:
     """Wait until the management API reports every message (stats lag ~1 s here)."""
     deadline = time.monotonic() + 120
@@ -109,6 +135,7 @@ def main() -> int:
     parser.add_argument("--per-queue", type=int, default=20, help="messages per queue")
     parser.add_argument("--unacked-queues", type=int, default=100, help="queues with 4 unacked")
     parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument("--wakes", type=int, default=10, help="publishes timed to wake-up")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "signals-rabbitmq.md"
     )
@@ -149,6 +176,9 @@ def main() -> int:
         full_bytes = full_times[0][0]
         full_s = statistics.median(t for _, t in full_times)
         declare_s = statistics.median(passive_declares(server, names) for _ in range(3))
+        poll = [get_bytes(server, publish_path("/")) for _ in range(5)]
+        poll_bytes, poll_s = poll[0][0], statistics.median(t for _, t in poll)
+        delays = sorted(wake_delays(server, queries, args.wakes))
         holder.close()
         reader.close()
 
@@ -182,6 +212,12 @@ def main() -> int:
         f"| AMQP `queue.declare(passive=True)` per queue | {n_queues} round trips | - "
         f"| {declare_s * 1000:.0f} ms | ready count and consumers only: no unacknowledged, "
         "no age, no rates |",
+        "",
+        f"Wake-up poll (one per broker and second, `name,message_stats.publish`): "
+        f"{poll_bytes / 1e3:.0f} kB, {poll_s * 1000:.0f} ms median. Publish to wake-up callback "
+        f"over {len(delays)} publishes: median {statistics.median(delays):.2f} s, max "
+        f"{delays[-1]:.2f} s (poll every 1 s + statistics every 1 s; with RabbitMQ's 5 s "
+        "defaults add up to 4 s).",
         "",
         f"RabbitMQ 3.10 (Debian), management statistics every 1 s; {os.cpu_count()} CPUs "
         f"shared with other work, load average {os.getloadavg()[0]:.2f} at the end.",
