@@ -215,7 +215,7 @@ def main() -> int:
         "",
         f"Wake-up poll (one per broker and second, `name,message_stats.publish`): "
         f"{poll_bytes / 1e3:.0f} kB, {poll_s * 1000:.0f} ms median. Publish to wake-up callback "
-        f"over {len(delays)} publishes: median {statistics.median(delays):.2f} s, max "
+        f"for {len(delays)} of {args.wakes} publishes (the rest: none within 30 s): median {statistics.median(delays):.2f} s, max "
         f"{delays[-1]:.2f} s (poll every 1 s + statistics every 1 s; with RabbitMQ's 5 s "
         "defaults add up to 4 s).",
         "",

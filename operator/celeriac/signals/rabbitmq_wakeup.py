@@ -104,8 +104,9 @@ class _Poller(threading.Thread):
             except ManagementError as exc:
                 if not self._failing:
                     log.info("wake-ups for RabbitMQ pools paused: %s", exc)
+                # The last good counts stay the baseline: work published during the gap
+                # still wakes its pools once the broker answers again.
                 self._failing = True
-                self._last = None  # after a gap, a fresh baseline: the periodic tick covers it
                 continue
             self._failing = False
             new = grown(self._last, counts)
@@ -120,7 +121,7 @@ class RabbitMQWakeup:
     """Calls `on_work(pool_ids)` when the pools' queues receive messages."""
 
     def __init__(
-        self, on_work: Callable[[list[str]], None], poll_s: float = 1.0, timeout_s: float = 2.0
+        self, on_work: Callable[[list[str]], None], poll_s: float = 1.0, timeout_s: float = 5.0
     ) -> None:
         self.on_work = on_work
         self.poll_s = poll_s
