@@ -67,3 +67,4 @@ def close() -> None:
     """Drops the readers' broker connections (the operator is stopping)."""
     _reader.close()
     _rabbitmq.close()
+    _heartbeats.close()
