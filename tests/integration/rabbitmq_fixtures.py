@@ -34,8 +34,9 @@ def publish_fixture(rabbitmq: RabbitMQServer) -> Iterator[Callable[..., None]]:
         if stamped:
             before_task_publish.connect(app_module.stamp_amqp_timestamp)
         try:
+            options.setdefault("queue", QUEUE)
             for _ in range(n):
-                producer.send_task("rabbitmq.gate", queue=QUEUE, **options)
+                producer.send_task("rabbitmq.gate", **options)
         finally:
             before_task_publish.disconnect(app_module.stamp_amqp_timestamp)
 

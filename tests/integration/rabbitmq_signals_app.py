@@ -2,7 +2,8 @@
 
 The broker is RabbitMQ (CELERY_BROKER_URL); the gate is a Redis list (GATE_REDIS_URL),
 so the test knows exactly how many tasks are unfinished at any moment. The queue is an
-`x-max-priority` queue, workers prefetch 4 per process and ack late.
+`x-max-priority` queue (a second one, `plain`, is not), workers prefetch 4 per process and
+ack late.
 
 `stamp_amqp_timestamp` is what the worker library is asked to do on RabbitMQ (connect it
 to `before_task_publish` in the publishing process): set the AMQP `timestamp` property,
@@ -24,6 +25,7 @@ GATE_REDIS_URL = os.environ.get("GATE_REDIS_URL", "redis://127.0.0.1:6379/0")
 GATE_KEY = "rabbitmq-test:gate"
 DONE_KEY = "rabbitmq-test:done"
 QUEUE = "celery"
+PLAIN_QUEUE = "plain"  # no x-max-priority: its head message is its oldest
 MAX_PRIORITY = 10
 
 
@@ -42,7 +44,8 @@ def make_app(broker_url: str) -> Celery:
                 Exchange(QUEUE),
                 routing_key=QUEUE,
                 queue_arguments={"x-max-priority": MAX_PRIORITY},
-            )
+            ),
+            Queue(PLAIN_QUEUE, Exchange(PLAIN_QUEUE), routing_key=PLAIN_QUEUE),
         ],
         task_default_queue=QUEUE,
     )

@@ -128,19 +128,25 @@ def test_oldest_age_comes_from_the_head_message_timestamp_within_one_second(
     rabbitmq: RabbitMQServer, publish: Callable[..., None]
 ) -> None:
     reader = RabbitMQReader()
-    query = _query(rabbitmq)
+    query = _query(rabbitmq, app_module.PLAIN_QUEUE, QUEUE)
     published_at = time.time()
-    publish(2)
+    publish(2, queue=app_module.PLAIN_QUEUE)
+    publish(2, priority=0)
     time.sleep(2.0)
-    publish(3)
-    q = wait_for(
-        "5 ready tasks",
-        lambda: (q := _queue(reader, query)).waiting == 5 and q,
-        context=lambda: repr(reader.read([query])),
-    )
+    publish(3, queue=app_module.PLAIN_QUEUE)
+    publish(3, priority=9)
+
+    def both() -> list[QueueBacklog] | None:
+        queues = reader.read([query])["ns/pool"].queues
+        return queues if queues and [q.waiting for q in queues] == [5, 5] else None
+
+    plain, prioritized = wait_for("5 ready tasks in each queue", both)
     true_age = time.time() - published_at
-    assert q.oldest_age_s is not None
-    assert abs(q.oldest_age_s - true_age) < 1.0
+    assert plain.oldest_age_s is not None
+    assert abs(plain.oldest_age_s - true_age) < 1.0
+    # The priority queue's head is a 2 s younger priority-9 task: its age would understate
+    # how long the priority-0 ones waited, so it is unknown rather than low.
+    assert prioritized.oldest_age_s is None
 
 
 def test_oldest_age_is_unknown_without_a_timestamp_never_estimated(

@@ -146,12 +146,22 @@ def test_age_is_unknown_without_a_timestamp_and_absent_when_nothing_waits() -> N
                 _row("untimed", 5, 0, head_message_timestamp=None),
                 _row("empty", 0, 3, head_message_timestamp=NOW - 50),
                 _row("future", 1, 0, head_message_timestamp=NOW + 30),
+                _row(
+                    "urgent-first",
+                    3,
+                    0,
+                    head_message_timestamp=NOW - 20,
+                    arguments={"x-max-priority": 10},
+                ),
             ]
         ).encode()
     )
-    queues, _ = pool_backlog(_query("untimed", "empty", "future"), rows, invalid, NOW)
+    names = ("untimed", "empty", "future", "urgent-first")
+    queues, _ = pool_backlog(_query(*names), rows, invalid, NOW)
     assert queues is not None
-    assert [q.oldest_age_s for q in queues] == [None, None, 0.0]
+    # A priority queue's head is its most urgent message, maybe not its oldest: unknown.
+    assert [q.oldest_age_s for q in queues] == [None, None, 0.0, None]
+    assert queues[3].waiting == 3
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ error (stale, never zero), and `close()` releases the connections.
 One `GET /api/queues/<vhost>?columns=...` per broker (and vhost) and tick carries every
 queue of every pool on it: ready (all priorities of an `x-max-priority` queue together),
 unacknowledged (prefetched, running under acks_late), consumers, publish and deliver
-rates, and the head message's timestamp for the age of the oldest waiting task.
+rates, and the head message's timestamp for the age of the oldest waiting task (not on
+priority queues, whose head is not their oldest message).
 
 Rejected: AMQP `queue.declare(passive=True)` gives only the ready count, one round trip per
 queue (1,500 for 500 pools x 3 queues) and not the unacknowledged count at all, which is
@@ -173,7 +174,8 @@ def pool_backlog(
 def queue_backlog(row: QueueRow, now: float) -> QueueBacklog:
     ready = row.messages_ready or 0
     age = None
-    if ready and row.head_message_timestamp is not None:
+    # A priority queue's head is its most urgent message, not its oldest: unknown, never low.
+    if ready and row.head_message_timestamp is not None and not row.has_priorities:
         # Whole seconds: the age reads up to 1 s high, never low.
         age = max(0.0, now - row.head_message_timestamp)
     return QueueBacklog(

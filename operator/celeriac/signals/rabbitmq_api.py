@@ -11,7 +11,10 @@
   messages are those delivered to consumers and not acked: prefetched, running under
   acks_late, or held by a worker for a future ETA (the API cannot tell these apart).
 - `head_message_timestamp` is the AMQP `timestamp` property (whole seconds) of the message
-  at the head of a classic queue, or null. Celery does not set it: a publisher must.
+  at the head of a classic queue, or null. Celery does not set it: a publisher must. On an
+  `x-max-priority` queue the head is the next message of the highest non-empty priority,
+  not the oldest (measured on 3.10: messages 60 s/p0, 40 s/p5, 20 s/p9 report 20 s), so
+  there the age of the oldest message is unknown.
 - Queue statistics reach the API every `collect_statistics_interval` and are sampled at the
   management agent's smallest retention interval, 5 s by default each (set both to 1 s for
   a fresher backlog: see tests/support/rabbitmq_server.py).
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +40,7 @@ QUEUE_COLUMNS = (
     "messages_unacknowledged",
     "consumers",
     "head_message_timestamp",
+    "arguments",
     "message_stats.publish_details.rate",
     "message_stats.deliver_get_details.rate",
 )
@@ -131,6 +136,11 @@ class QueueRow(BaseModel):
     consumers: int | None = Field(default=None, ge=0)
     head_message_timestamp: float | None = None
     message_stats: _MessageStats | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def has_priorities(self) -> bool:
+        return bool(self.arguments.get("x-max-priority"))
 
     @property
     def publish_rate(self) -> float | None:
