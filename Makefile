@@ -8,9 +8,10 @@ export CELERIAC_CACHE ?= $(HOME)/.cache/celeriac
 
 setup: system-deps venv control-plane
 
-# redis-server and etcd-server come from Debian; the rest of the control plane is built from Go modules.
+# redis-server, rabbitmq-server and etcd-server come from Debian; the rest of the control plane is built from Go modules.
 system-deps:
 	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
+	command -v rabbitmq-server >/dev/null || need="$$need rabbitmq-server"; \
 	command -v etcd >/dev/null || need="$$need etcd-server"; \
 	command -v kubectl >/dev/null || need="$$need kubernetes-client"; \
 	if [ -n "$$need" ]; then \

@@ -75,12 +75,51 @@ class BrokerTransport(Model):
     ] = 3600
 
 
+class BasicAuthSecretRef(Model):
+    """A Secret with a user name and password, like Kubernetes' `kubernetes.io/basic-auth`."""
+
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=253, description="Secret name, same namespace as the pool."),
+    ]
+    username_key: Annotated[str, Field(min_length=1, max_length=253)] = "username"
+    password_key: Annotated[str, Field(min_length=1, max_length=253)] = "password"  # noqa: S105 (a key name)
+
+
+class ManagementAPI(Model):
+    """RabbitMQ's management API: the unacknowledged counts and ages AMQP does not give."""
+
+    url: Annotated[
+        str | None,
+        Field(
+            max_length=1024,
+            # No user info: credentials come from the Secret, never inline.
+            pattern=r"^https?://[^/@\s]+/?$",
+            description="e.g. http://rabbitmq.ns.svc:15672; default: the broker's host on "
+            "15672 (15671 for amqps://).",
+        ),
+    ] = None
+    credentials_secret_ref: Annotated[
+        BasicAuthSecretRef | None,
+        Field(
+            description="User with the `monitoring` tag; default: the broker URL's user.",
+        ),
+    ] = None
+
+
 class Broker(Model):
     url_secret_ref: Annotated[
         SecretKeyRef,
-        Field(description="Secret key holding the broker URL (redis://, rediss://, sentinel://)."),
+        Field(
+            description="Secret key holding the broker URL "
+            "(redis://, rediss://, sentinel://, amqp://, amqps://)."
+        ),
     ]
     transport: BrokerTransport = Field(default_factory=BrokerTransport)
+    management: Annotated[
+        ManagementAPI | None,
+        Field(description="amqp:// brokers only: where celeriac reads queue counts."),
+    ] = None
 
 
 class LogLevel(StrEnum):

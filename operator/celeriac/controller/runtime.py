@@ -284,11 +284,12 @@ class Runtime:
         secret_ref = spec.broker.url_secret_ref
         try:
             url = await self._broker_url(ref.namespace, secret_ref.name, secret_ref.key)
+            management = await self._management_credentials(ref.namespace, spec)
         except SecretError as exc:
             return PoolSignals(
                 observed_at=now, backlog_error=str(exc), workers_error=str(exc)
             ), None
-        query = gather.make_query(ref.pool_id, url, spec)
+        query = gather.make_query(ref.pool_id, url, spec, management)
         if self.queries.get(ref.pool_id) != query:
             self.queries[ref.pool_id] = query
             if self.watcher is not None:
@@ -298,6 +299,19 @@ class Runtime:
             cpu, error = await self.pod_cpu.for_pods(ref.namespace, (p.name for p in pods))
             signals = signals.model_copy(update={"pod_cpu": cpu, "pod_cpu_error": error})
         return signals, url
+
+    async def _management_credentials(
+        self, namespace: str, spec: CeleryWorkerPoolSpec
+    ) -> tuple[str, str] | None:
+        """RabbitMQ management API user and password, when the pool names their Secret."""
+        management = spec.broker.management
+        ref = management.credentials_secret_ref if management is not None else None
+        if ref is None:
+            return None
+        return (
+            await self._broker_url(namespace, ref.name, ref.username_key),
+            await self._broker_url(namespace, ref.name, ref.password_key),
+        )
 
     async def _broker_url(self, namespace: str, name: str, key: str) -> str:
         cache_key = (namespace, name, key)

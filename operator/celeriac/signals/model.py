@@ -32,6 +32,10 @@ class QueueBacklog(Frozen):
         default=None,
         description="Age of the oldest waiting task that is due now (ETA tasks skipped).",
     )
+    # Read where the broker reports them (RabbitMQ's management API); None elsewhere.
+    consumers: int | None = Field(default=None, ge=0, description="Consumers of the queue.")
+    publish_rate_per_s: float | None = Field(default=None, ge=0)
+    deliver_rate_per_s: float | None = Field(default=None, ge=0)
 
     @property
     def total(self) -> int:

@@ -73,6 +73,9 @@ class PoolQuery:
     priority_steps: tuple[int, ...] = kombu_keys.DEFAULT_PRIORITY_STEPS
     sep: str = kombu_keys.DEFAULT_SEP
     master_name: str | None = None
+    # amqp:// pools only: the management API's http(s) URL, credentials included; None
+    # means the broker host's default port with the broker URL's user.
+    management_url: str | None = field(default=None, repr=False)
 
     @property
     def server(self) -> Server:

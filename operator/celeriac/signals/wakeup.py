@@ -1,11 +1,12 @@
 """Wakes a pool's reconcile within a second of new work, between periodic ticks.
 
-Redis keyspace notifications (`notify-keyspace-events` with K and l) publish an event on
+Redis: keyspace notifications (`notify-keyspace-events` with K and l) publish an event on
 `__keyspace@<db>__:<key>` for every LPUSH to a queue list. One listener thread per
 broker subscribes to the exact channels of the watched pools' queue keys, and calls
 back with the pool ids, at most once per `min_interval_s` per pool. When the server
 refuses CONFIG SET (managed Redis often does), the listener logs it once and the pools
-fall back to their polling interval.
+fall back to their polling interval. RabbitMQ pools (amqp://) are handed to
+`rabbitmq_wakeup`, which polls each broker once a second, under the same per-pool cap.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from celeriac.signals import kombu_keys
+from celeriac.signals import kombu_keys, rabbitmq_api
 from celeriac.signals.connection import connect, server_label
+from celeriac.signals.rabbitmq_wakeup import RabbitMQWakeup
 from celeriac.signals.reader import PoolQuery
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ class WakeupListener:
         self.min_interval_s = min_interval_s
         self._last: dict[str, float] = {}
         self._listeners: dict[tuple[str, str | None], _ServerListener] = {}
+        self._rabbitmq: RabbitMQWakeup | None = None
         self._lock = threading.Lock()
 
     def _on_push(self, pool_ids: list[str]) -> None:
@@ -144,7 +147,16 @@ class WakeupListener:
         per_server: dict[tuple[str, str | None], dict[str, set[str]]] = defaultdict(
             lambda: defaultdict(set)
         )
+        queries = list(queries)
+        amqp = [q for q in queries if rabbitmq_api.is_amqp_url(q.broker_url)]
+        if amqp or self._rabbitmq is not None:
+            # No keyspace notifications there: one cheap poll per broker instead.
+            if self._rabbitmq is None:
+                self._rabbitmq = RabbitMQWakeup(self._on_push)
+            self._rabbitmq.update(amqp)
         for q in queries:
+            if rabbitmq_api.is_amqp_url(q.broker_url):
+                continue
             db = _db_from_url(q.broker_url)
             for queue in q.queues:
                 for _step, key in kombu_keys.queue_keys(
@@ -174,6 +186,8 @@ class WakeupListener:
             listener.stop()
         for listener in listeners:
             listener.join(timeout=2)
+        if self._rabbitmq is not None:
+            self._rabbitmq.close()
 
 
 def _db_from_url(url: str) -> int:
