@@ -167,7 +167,7 @@ def main() -> int:
         f"# Signal read: {args.pools} pools x {args.queues} queues on one Redis",
         "",
         f"{args.per_queue} waiting messages per queue, one priority sub-list each, {args.unacked} unacked entries, "
-        f"{args.workers} worker load reports per pool; {args.ticks} ticks; `python bench/bench_signals.py`.",
+        f"{args.workers} worker load reports per pool; {args.ticks} ticks; on the 2-core development machine; `python bench/bench_signals.py`.",
         "",
         "| measure | value |",
         "| --- | --- |",
