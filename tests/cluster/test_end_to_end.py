@@ -144,18 +144,18 @@ def test_burst_scales_up_fast_drains_and_scales_back_down(
         app.send_task(LONG_JOB, kwargs={"steps": 1, "step_seconds": 1.0}, queue="burst").id
         for _ in range(40)
     ]
-    wait_for(
+    peak = wait_for(
         "the Deployment scaled up",
-        lambda: replicas(cluster, ns, "burst") > 1,
+        lambda: (n := replicas(cluster, ns, "burst")) > 1 and n,
         timeout_s=15,
         every_s=0.05,
     )
     reaction_s = time.monotonic() - pushed
     print(f"\nreaction time burst -> Deployment patched: {reaction_s:.2f} s")
-    assert reaction_s < 5.0
+    # Well inside KEDA's 15 s HPA sync; the number itself is bench/bench_reaction.py's.
+    assert reaction_s < 10.0
 
     wait_for("all 40 tasks done", lambda: all_done(app, ids), timeout_s=120, every_s=0.5)
-    peak = max(replicas(cluster, ns, "burst"), 2)
     wait_for(
         "scale back to minReplicas",
         lambda: replicas(cluster, ns, "burst") == 1,

@@ -179,7 +179,7 @@ def test_a_broker_killed_under_working_workers_reads_stale_then_recovers(
     redis_server.stop()
     started = time.monotonic()
     down = reader.read([query])["ns/pool"]
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # refused at once: no retry loop
     assert down.queues is None
     assert down.backlog is None
     assert down.backlog_error is not None

@@ -140,4 +140,4 @@ def test_sentinel_without_a_master_name_says_so() -> None:
     assert got.queues is None
     assert got.backlog_error is not None
     assert "spec.broker.transport.masterName" in got.backlog_error
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0  # said at once, not after connection attempts

