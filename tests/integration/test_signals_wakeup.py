@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -100,7 +101,7 @@ def test_pushes_faster_than_the_cap_wake_a_pool_once_per_interval(
     # The cap read from the wake-ups' own times, not from a count over a wall-clock loop.
     times = [t for t, pools in wakes.since(started) if pools == ["ns/a"]]
     assert len(times) >= 2
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.5 - 0.01, gaps  # min_interval_s=0.5
 
 
