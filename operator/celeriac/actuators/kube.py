@@ -24,6 +24,10 @@ class SecretError(RuntimeError):
     """The pool's broker Secret is missing or lacks the key: the message says which."""
 
 
+class ScaleTargetError(RuntimeError):
+    """The pool's scaleTargetRef cannot be read: the message names it and why."""
+
+
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     if kubeconfig:
         return config.new_client_from_config(config_file=kubeconfig)
@@ -44,6 +48,71 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.timeout_s = timeout_s
+        self._plurals: dict[tuple[str, str, str], str] = {}
+
+    # --- a user's own workload, through its /scale subresource ------------------------------
+
+    def _plural(self, target: api.ScaleTargetRef) -> str:
+        """The resource name of a kind, from the group's discovery document (cached): a
+        guessed plural would miss kinds like `Proxy` -> `proxies`."""
+        key = (target.group, target.version, target.kind)
+        if key not in self._plurals:
+            found = _json(
+                self.custom.get_api_resources(
+                    target.group,
+                    target.version,
+                    _preload_content=False,
+                    _request_timeout=self.timeout_s,
+                )
+            )
+            for resource in found.get("resources", []):
+                if resource.get("kind") == target.kind and "/" not in resource.get("name", "/"):
+                    self._plurals[key] = resource["name"]
+                    break
+            else:
+                raise ScaleTargetError(f"{target.api_version} has no kind {target.kind}")
+        return self._plurals[key]
+
+    def read_scale_target(
+        self, namespace: str, target: api.ScaleTargetRef
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The target object (its managedFields say who set the replicas) and its Scale."""
+        try:
+            args = (target.group, target.version, namespace, self._plural(target), target.name)
+            body = _json(
+                self.custom.get_namespaced_custom_object(
+                    *args, _preload_content=False, _request_timeout=self.timeout_s
+                )
+            )
+            scale = _json(
+                self.custom.get_namespaced_custom_object_scale(
+                    *args, _preload_content=False, _request_timeout=self.timeout_s
+                )
+            )
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                what = "not found" if exc.status == 404 else "not readable by the operator (RBAC)"
+                raise ScaleTargetError(
+                    f"{target.kind} {namespace}/{target.name} {what} (spec.scaleTargetRef)"
+                ) from exc
+            raise
+        return body, scale
+
+    def scale_target(self, namespace: str, target: api.ScaleTargetRef, replicas: int) -> None:
+        """Only spec.replicas, through /scale, as celeriac's field manager: the template and
+        everything else stay the owner's."""
+        self.custom.patch_namespaced_custom_object_scale(
+            target.group,
+            target.version,
+            namespace,
+            self._plural(target),
+            target.name,
+            {"spec": {"replicas": replicas}},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE,
+            _preload_content=False,
+            _request_timeout=self.timeout_s,
+        )
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -39,7 +39,7 @@ def celery_args(spec: CeleryWorkerPoolSpec) -> list[str]:
     worker = spec.worker
     args = [
         "-A",
-        spec.template.app,
+        spec.require_template().app,
         "worker",
         f"--queues={','.join(spec.queues)}",
         f"--pool={worker.pool.value}",
@@ -60,7 +60,7 @@ def celery_args(spec: CeleryWorkerPoolSpec) -> list[str]:
 def _resources(spec: CeleryWorkerPoolSpec) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for kind in ("requests", "limits"):
-        values = getattr(spec.template.resources, kind).model_dump(exclude_none=True)
+        values = getattr(spec.require_template().resources, kind).model_dump(exclude_none=True)
         if values:
             out[kind] = values
     return out
@@ -87,7 +87,7 @@ def _env(pool_id: str, spec: CeleryWorkerPoolSpec, grace_s: int) -> list[dict[st
             "value": str(max(1, int(grace_s * 0.9))),
         },
     ]
-    for var in spec.template.env:
+    for var in spec.require_template().env:
         env.append(var.model_dump(by_alias=True, exclude_none=True))
     return env
 
@@ -116,7 +116,7 @@ def merge_pod_template(base: dict[str, Any], override: dict[str, Any]) -> dict[s
 def render_pod_template(
     pool_name: str, namespace: str, spec: CeleryWorkerPoolSpec
 ) -> dict[str, Any]:
-    template = spec.template
+    template = spec.require_template()
     grace = spec.termination_grace_period_seconds
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,

@@ -266,7 +266,18 @@ class Behavior(Model):
     scale_down: ScalingRules = Field(default_factory=_default_scale_down)
 
 
+class ScalingMode(StrEnum):
+    # Recommend computes and publishes everything and writes nothing but status and events,
+    # so a team can run celeriac beside its KEDA ScaledObject or HPA and compare.
+    AUTO = "Auto"
+    RECOMMEND = "Recommend"
+
+
 class Scaling(Model):
+    mode: Annotated[
+        ScalingMode,
+        Field(description="Auto scales; Recommend only publishes what it would do."),
+    ] = ScalingMode.AUTO
     min_replicas: Annotated[int, Field(ge=0, le=10_000, description="0 enables scale to zero.")] = 1
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] = 10
     paused: Annotated[bool, Field(description="Leave replicas and ranges as they are.")] = False
@@ -308,6 +319,47 @@ class Scaling(Model):
         return self
 
 
+class ScaleTargetRef(Model):
+    """An existing workload celeriac scales through its /scale subresource (like the HPA's
+    scaleTargetRef); its template stays the owner's."""
+
+    api_version: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            pattern=r"^[a-z0-9.-]+/v[0-9]+[a-z0-9]*$",
+            description="group/version of the target, e.g. apps/v1 (core kinds have no /scale to use).",
+        ),
+    ] = "apps/v1"
+    kind: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=63,
+            pattern=r"^[A-Z][A-Za-z0-9]*$",
+            description="Deployment, StatefulSet, or any kind with a /scale subresource.",
+        ),
+    ] = "Deployment"
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=253,
+            pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+            description="Name of the target, in the pool's namespace.",
+        ),
+    ]
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+
 class CeleryWorkerPoolSpec(Model):
     replicas: Annotated[
         int | None,
@@ -327,13 +379,31 @@ class CeleryWorkerPoolSpec(Model):
             json_schema_extra={"x-kubernetes-list-type": "set"},
         ),
     ]
-    template: WorkerTemplate
+    template: Annotated[
+        WorkerTemplate | None,
+        Field(description="The worker Deployment celeriac renders; or use scaleTargetRef."),
+    ] = None
+    scale_target_ref: Annotated[
+        ScaleTargetRef | None,
+        Field(description="Attach to an existing workload instead of rendering one."),
+    ] = None
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     broker: Broker
     scaling: Scaling = Field(default_factory=Scaling)
     termination_grace_period_seconds: Annotated[
         int, Field(ge=1, le=86400, description="Upper bound for warm shutdown of a worker pod.")
     ] = 300
+
+    @property
+    def attached(self) -> bool:
+        """True when celeriac scales the user's own workload instead of rendering one."""
+        return self.scale_target_ref is not None
+
+    def require_template(self) -> WorkerTemplate:
+        """The template, for the code that renders the Deployment (never called attached)."""
+        if self.template is None:
+            raise ValueError("this pool attaches to scaleTargetRef: it has no template to render")
+        return self.template
 
     @model_validator(mode="after")
     def _cross_field(self) -> CeleryWorkerPoolSpec:
@@ -363,6 +433,11 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             "rule": "!has(self.replicas) || !has(self.scaling.maxReplicas) || self.replicas <= self.scaling.maxReplicas",
             "message": "replicas must be <= scaling.maxReplicas",
         },
+        {
+            "rule": "has(self.template) != has(self.scaleTargetRef)",
+            "message": "set exactly one of template (celeriac renders the Deployment) "
+            "and scaleTargetRef (attach to your own)",
+        },
     ],
 }
 
@@ -380,6 +455,10 @@ _PY_RULES: dict[str, list[tuple[str, Any]]] = {
         (
             CEL_RULES["CeleryWorkerPoolSpec"][0]["message"],
             lambda p: p.replicas is None or p.replicas <= p.scaling.max_replicas,
+        ),
+        (
+            CEL_RULES["CeleryWorkerPoolSpec"][1]["message"],
+            lambda p: (p.template is None) != (p.scale_target_ref is None),
         ),
     ],
 }

@@ -68,6 +68,10 @@ class CeleryWorkerPoolStatus(Model):
         default=None, description="Unix time scale-in started waiting for busy pods."
     )
     warnings: list[str] = Field(default_factory=list)
+    scale_target_edits: list[float] = Field(
+        default_factory=list,
+        description="Unix times another field manager changed the scale target's replicas.",
+    )
     conditions: list[Condition] = Field(default_factory=list)
     # Recent recommendations and smoothed rates, so an operator restart keeps the
     # stabilization window (written at a bounded rate, see controller.plan).

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from celeriac.actuators import render
+from celeriac.api.pool import ScaleTargetRef
 from celeriac.api.status import CeleryWorkerPoolStatus, ConditionStatus
 from celeriac.controller.observation import PoolRef
 from celeriac.controller.plan import Plan
@@ -24,6 +25,7 @@ from celeriac.policy.scale_in import DELETION_COST
 class KubeWrites(Protocol):
     def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]: ...
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None: ...
+    def scale_target(self, namespace: str, target: ScaleTargetRef, replicas: int) -> None: ...
     def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     def annotate_pod(
         self, namespace: str, name: str, annotations: dict[str, str | None]
@@ -55,14 +57,14 @@ def refused_status(
     )
 
 
-def _refusal(exc: ApiException) -> str:
+def _refusal(exc: ApiException, what: str = "the worker Deployment") -> str:
     """The apiserver's own message (it names the field and the rule), never the body sent."""
     reason = exc.reason or "refused"
     try:
         message = str(json.loads(exc.body or "{}").get("message") or reason)
     except (ValueError, AttributeError):
         message = reason
-    return f"the apiserver refused the worker Deployment ({exc.status}): {message}"[:900]
+    return f"the apiserver refused {what} ({exc.status}): {message}"[:900]
 
 
 def act(plan: Plan, ref: PoolRef, kube: KubeWrites, now: float) -> ActResult:
@@ -73,13 +75,19 @@ def act(plan: Plan, ref: PoolRef, kube: KubeWrites, now: float) -> ActResult:
         if plan.deployment is not None:
             kube.apply_deployment(plan.deployment)
             writes += 1
+        elif plan.scale_to is not None and plan.scale_target is not None:
+            kube.scale_target(ref.namespace, plan.scale_target, plan.scale_to)
+            writes += 1
         elif plan.scale_to is not None:
             kube.scale_deployment(ref.namespace, name, plan.scale_to)
             writes += 1
     except ApiException as exc:
         if exc.status not in (400, 403, 422):
             raise
-        error = _refusal(exc)
+        target = plan.scale_target
+        error = _refusal(
+            exc, f"scaling {target.kind} {target.name}" if target else "the worker Deployment"
+        )
     for pod, cost in sorted(plan.deletion_costs.items()):
         kube.annotate_pod(ref.namespace, pod, {DELETION_COST: str(cost)})
         writes += 1

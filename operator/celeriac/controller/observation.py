@@ -72,6 +72,10 @@ class Observation:
     written: CeleryWorkerPoolStatus | None = None
     written_at: float | None = None
     reverted_generation: int | None = None  # the Deployment generation last restored
+    # Attached pools (spec.scaleTargetRef): `deployment` is then the user's workload as its
+    # /scale shows it, `pods` those its selector picks; an unreadable target is an error.
+    target_error: str | None = None
+    target_selector: str | None = None
 
     @property
     def memory(self) -> PolicyMemory:
@@ -116,6 +120,22 @@ def deployment_view(raw: dict[str, Any] | None) -> DeploymentView | None:
         template_hash=(meta.get("annotations") or {}).get(render.TEMPLATE_HASH),
         replicas_manager=replicas_manager(meta.get("managedFields") or []),
         template_manager=template_manager(meta.get("managedFields") or []),
+        generation=int(meta.get("generation") or 0),
+    )
+
+
+def scale_target_view(
+    body: dict[str, Any], scale: dict[str, Any], pods: tuple[PodView, ...]
+) -> DeploymentView:
+    """A user's workload as the plan sees it: replicas from its Scale, who set them from
+    its managedFields (a /scale write is recorded there too), ready pods counted when the
+    kind has no readyReplicas."""
+    meta = body.get("metadata", {})
+    ready = (body.get("status") or {}).get("readyReplicas")
+    return DeploymentView(
+        replicas=int((scale.get("spec") or {}).get("replicas", 0) or 0),
+        ready_replicas=int(ready) if ready is not None else sum(p.ready for p in pods),
+        replicas_manager=replicas_manager(meta.get("managedFields") or []),
         generation=int(meta.get("generation") or 0),
     )
 

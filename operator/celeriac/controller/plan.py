@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeriac.actuators import render
-from celeriac.api.pool import CeleryWorkerPoolSpec
+from celeriac.api.pool import CeleryWorkerPoolSpec, ScaleTargetRef
 from celeriac.api.status import CeleryWorkerPoolStatus
-from celeriac.controller.drain import ConsumerChange, drain
+from celeriac.controller import attach
+from celeriac.controller.drain import ConsumerChange, Drained, drain
 from celeriac.controller.observation import Observation
 from celeriac.controller.status import TickOutcome, build_status, invalid_spec_status
 from celeriac.policy import decide as policy_decide
@@ -62,21 +63,28 @@ class Plan:
     events: tuple[Event, ...] = ()
     scaled_from: int | None = None
     reverted_generation: int | None = None  # a hand-edited template was restored
+    scale_target: ScaleTargetRef | None = None  # scale_to goes through this /scale, attached
 
 
 def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
     if obs.spec is None:
         return _invalid_spec(obs, obs.spec_error or "invalid spec")
     spec = obs.spec
+    if spec.attached and (obs.deployment is None or obs.target_error is not None):
+        return _target_unavailable(obs, obs.target_error or "scale target not read yet")
+    recommend = attach.recommending(spec)
     signals = trusted_signals(obs)
     current, edit_events = current_replicas(obs, spec)
     decision = choose_decision(obs, spec, signals, current, decide)
-    drained = drain(obs, spec, signals, decision, current)
+    # A recommendation is the policy's own number, not a drain hold.
+    drained = (
+        Drained(decision, None, {}) if recommend else drain(obs, spec, signals, decision, current)
+    )
     decision, hold_since, costs = drained.decision, drained.hold_since, drained.costs
-    body, scale_to, reverted = deployment_writes(obs, spec, decision.desired_replicas)
+    body, scale_to, reverted = workload_writes(obs, spec, decision.desired_replicas)
     ranges, applied, reporting = range_change(signals, decision)
     warnings = pool_warnings(spec, signals)
-    scaled = current is not None and current != decision.desired_replicas
+    scaled = not recommend and current is not None and current != decision.desired_replicas
     status = build_status(
         obs,
         TickOutcome(
@@ -89,10 +97,11 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
             warnings=warnings,
         ),
     )
+    status, mode_events = mode_status(obs, spec, status, decision, current)
     events = (
         *edit_events,
         *template_events(obs, reverted),
-        *scale_events(obs, current, decision),
+        *mode_events,
         *(Event("Warning", "PoolWarning", w) for w in warnings if w not in obs.previous.warnings),
     )
     return Plan(
@@ -102,12 +111,55 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
         deployment=body,
         scale_to=scale_to,
         deletion_costs=costs,
-        ranges=ranges,
+        ranges=None if recommend else ranges,
         consumers=drained.consumers,
         events=events,
         scaled_from=current if scaled else None,
         reverted_generation=reverted,
+        scale_target=spec.scale_target_ref,
     )
+
+
+def mode_status(
+    obs: Observation,
+    spec: CeleryWorkerPoolSpec,
+    status: CeleryWorkerPoolStatus,
+    decision: Decision,
+    current: int | None,
+) -> tuple[CeleryWorkerPoolStatus, tuple[Event, ...]]:
+    """What attaching and recommending change in the status and the events."""
+    events: list[Event] = []
+    if spec.attached:
+        status = status.model_copy(update={"selector": obs.target_selector})
+        if not attach.recommending(spec):
+            status, contest_warning = attach.contest(obs, spec, status)
+            if contest_warning is not None:
+                events.append(Event("Warning", "ScaleTargetContested", contest_warning))
+    if attach.recommending(spec):
+        status = attach.recommended_status(status, decision, current)
+        events.extend(Event("Normal", r, m) for r, m in attach.recommend_events(obs, decision))
+    else:
+        events.extend(scale_events(obs, current, decision))
+    return status, tuple(events)
+
+
+def workload_writes(
+    obs: Observation, spec: CeleryWorkerPoolSpec, replicas: int
+) -> tuple[dict[str, Any] | None, int | None, int | None]:
+    """Recommending writes nothing; attached, only the replica count through /scale (never
+    a template: it is the user's); else the rendered Deployment's writes."""
+    if attach.recommending(spec):
+        return None, None, None
+    if spec.attached:
+        return None, attach.target_scale(obs, replicas), None
+    return deployment_writes(obs, spec, replicas)
+
+
+def _target_unavailable(obs: Observation, message: str) -> Plan:
+    status = attach.target_unavailable_status(obs, message)
+    changed = status_due(obs, status)
+    events = (Event("Warning", "ScaleTargetUnavailable", message),) if changed else ()
+    return Plan(status=status, write_status=changed, events=events)
 
 
 def _invalid_spec(obs: Observation, message: str) -> Plan:
@@ -142,7 +194,8 @@ def current_replicas(
     if deployment is None:
         return None, ()
     edited_by = deployment.replicas_manager
-    if spec.scaling.paused or edited_by is None:
+    # Recommending, someone else owns the replicas by design (KEDA, an HPA, a person).
+    if spec.scaling.paused or edited_by is None or attach.recommending(spec):
         return deployment.replicas, ()
     restore = obs.previous.desired_replicas
     if restore is None or restore == deployment.replicas:
@@ -150,8 +203,8 @@ def current_replicas(
     return restore, (
         Event(
             "Warning",
-            "DeploymentEdited",
-            f"{render.deployment_name(obs.ref.name)} had {deployment.replicas} replicas set by "
+            "ScaleTargetEdited" if spec.attached else "DeploymentEdited",
+            f"{attach.workload_name(obs, spec)} had {deployment.replicas} replicas set by "
             f"{edited_by!r}; restoring {restore} (use `kubectl scale cwp` instead)",
         ),
     )
