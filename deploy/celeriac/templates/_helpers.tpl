@@ -87,6 +87,15 @@ What the operator does to pools, their Deployments and pods: one rule list for t
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
+# Pools with spec.scaleTargetRef: read the user's workload, write only its /scale.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale", "statefulsets", "statefulsets/scale"]
+  verbs: ["get", "patch"]
+{{- range .Values.rbac.scaleTargets }}
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources: [{{ .resource | quote }}, {{ printf "%s/scale" .resource | quote }}]
+  verbs: ["get", "patch"]
+{{- end }}
 - apiGroups: [""]
   resources: ["secrets"]
   {{- with .Values.rbac.secretNames }}

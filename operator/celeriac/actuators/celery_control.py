@@ -37,6 +37,10 @@ class CeleryControl:
         self._apps: dict[tuple[str, str], Celery] = {}
         self._lock = threading.Lock()
 
+    def app(self, broker_url: str, global_keyprefix: str = "") -> Celery:
+        """The control app for a broker, shared with other actuators (celery_inspect)."""
+        return self._app(broker_url, global_keyprefix)
+
     def _app(self, broker_url: str, global_keyprefix: str) -> Celery:
         key = (broker_url, global_keyprefix)
         with self._lock:

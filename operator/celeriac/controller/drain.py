@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from celeriac.api.pool import CeleryWorkerPoolSpec
+from celeriac.controller import stock_workers
 from celeriac.controller.observation import Observation, PodView
 from celeriac.policy.model import Decision, Mode
 from celeriac.policy.scale_in import PodState, plan_scale_in
@@ -32,6 +33,7 @@ class Drained:
     hold_since: float | None  # since when busy pods hold a scale-in
     costs: dict[str, int]  # deletion costs to write (only those that change)
     consumers: ConsumerChange | None = None
+    probe: tuple[str, ...] = ()  # stock workers to ask `inspect active` (controller.busy_probe)
 
 
 def drain(
@@ -50,8 +52,13 @@ def drain(
     """
     if current is None or signals is None or signals.workers is None:
         return Drained(decision, None, {})
-    running = {w.pod: w.running for w in signals.workers}
     live = [p for p in obs.pods if not p.deleting]
+    reported = {w.pod: w.running for w in signals.workers if w.pod is not None}
+    running, unknown = stock_workers.known_loads(obs, spec, reported, live)
+    if unknown and decision.desired_replicas < current:
+        why = f"asking {len(unknown)} workers what they run (inspect active) before scale-in"
+        held = _held(decision, current, why)
+        return Drained(held, obs.previous.drain_hold_since, {}, None, unknown)
     states = [PodState(p.name, p.created_at, running.get(p.name), p.ready) for p in live]
     busy_since = obs.previous.drain_hold_since or obs.now
     scale_in = plan_scale_in(
@@ -65,7 +72,12 @@ def drain(
         now=obs.now,
     )
     have = {p.name: p.deletion_cost for p in live}
-    costs = {n: c for n, c in scale_in.deletion_costs.items() if have.get(n) != str(c)}
+    # A pod of unknown load keeps the cost it has: ranking it idle is what this avoids.
+    costs = {
+        n: c
+        for n, c in scale_in.deletion_costs.items()
+        if have.get(n) != str(c) and (n in running or n not in unknown)
+    }
     leaving = _leaving(live, scale_in.deletion_costs, current - decision.desired_replicas)
     consumers = consumer_change(spec, signals, live, leaving, decision)
     if decision.desired_replicas >= current:

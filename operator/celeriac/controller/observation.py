@@ -7,7 +7,8 @@ so the plan never touches a Kubernetes object, and a test builds them from liter
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,6 +55,14 @@ class PodView:
 
 
 @dataclass(frozen=True)
+class ProbedLoad:
+    """A stock worker's answer to `inspect active`: tasks running, and when it was asked."""
+
+    at: float
+    running: int
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything a plan may look at.
 
@@ -76,6 +85,7 @@ class Observation:
     # /scale shows it, `pods` those its selector picks; an unreadable target is an error.
     target_error: str | None = None
     target_selector: str | None = None
+    probed: Mapping[str, ProbedLoad] = field(default_factory=dict)  # pod -> answer
 
     @property
     def memory(self) -> PolicyMemory:

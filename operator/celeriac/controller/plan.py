@@ -64,6 +64,7 @@ class Plan:
     scaled_from: int | None = None
     reverted_generation: int | None = None  # a hand-edited template was restored
     scale_target: ScaleTargetRef | None = None  # scale_to goes through this /scale, attached
+    probe: tuple[str, ...] = ()  # stock workers to ask `inspect active` (off the tick)
 
 
 def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
@@ -117,6 +118,7 @@ def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
         scaled_from=current if scaled else None,
         reverted_generation=reverted,
         scale_target=spec.scale_target_ref,
+        probe=drained.probe,
     )
 
 

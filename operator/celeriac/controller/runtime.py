@@ -23,12 +23,14 @@ import kopf
 from pydantic import ValidationError
 
 from celeriac.actuators.celery_control import CeleryControl
+from celeriac.actuators.celery_inspect import ActiveInspector
 from celeriac.actuators.kube import Kube, SecretError, load_config
 from celeriac.api.pool import CeleryWorkerPoolSpec, Scaling
 from celeriac.api.status import CeleryWorkerPoolStatus
-from celeriac.controller import gather, metrics
+from celeriac.controller import busy_probe, gather, metrics
 from celeriac.controller.act import ActResult, act
 from celeriac.controller.batching import Batcher
+from celeriac.controller.busy_probe import ProbeAnswers
 from celeriac.controller.observation import (
     DeploymentView,
     Observation,
@@ -39,6 +41,7 @@ from celeriac.controller.observation import (
 from celeriac.controller.plan import Event, Plan, plan
 from celeriac.controller.pod_cpu import NamespaceCPU
 from celeriac.controller.ranges import ControlJobs, send_consumers, send_range
+from celeriac.controller.scale_target import TargetRead, read_target
 from celeriac.controller.settings import OperatorSettings
 from celeriac.signals.model import PoolSignals
 from celeriac.signals.pod_metrics import PodMetricsReader
@@ -102,6 +105,7 @@ class Runtime:
     pod_cpu: NamespaceCPU | None = None
     pools: dict[str, PoolMemo] = field(default_factory=dict)
     jobs: ControlJobs = field(default_factory=ControlJobs)
+    probe_answers: ProbeAnswers = field(default_factory=ProbeAnswers)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -153,6 +157,7 @@ class Runtime:
         self.queries.pop(pool_id, None)
         self.pools.pop(pool_id, None)
         self.jobs.forget(pool_id)
+        self.probe_answers.forget(pool_id)
         if self.watcher is not None:
             self.watcher.update(list(self.queries.values()))
 
@@ -191,25 +196,45 @@ class Runtime:
         if spec is not None:
             memo.interval_s = spec.scaling.polling_interval_seconds
         previous = memo.planned or parse_status(dict(body.get("status", {}) or {}))
-        key = (ref.namespace, ref.name)
-        pod_views = tuple(sorted(pods.get(key, ()), key=lambda p: p.name))
+        workload = await self._workload(ref, spec, deployments, pods)
         signals, broker_url = (
-            (None, None) if spec is None else await self._signals(ref, spec, pod_views)
+            (None, None) if spec is None else await self._signals(ref, spec, workload.pods)
         )
+        probed = self.probe_answers.loads(ref.pool_id, (p.name for p in workload.pods))
         obs = Observation(
             ref=ref,
             now=time.time(),
             spec=spec,
             spec_error=spec_error,
             previous=previous,
-            deployment=next(iter(deployments.get(key, ())), None),
-            pods=pod_views,
+            deployment=workload.view,
+            pods=workload.pods,
             signals=signals,
             written=memo.written,
             written_at=memo.written_at,
             reverted_generation=memo.reverted_generation,
+            target_error=workload.error,
+            target_selector=workload.selector,
+            probed=probed,
         )
         return obs, broker_url
+
+    async def _workload(
+        self,
+        ref: PoolRef,
+        spec: CeleryWorkerPoolSpec | None,
+        deployments: Mapping[Any, Iterable[DeploymentView]],
+        pods: Mapping[Any, Iterable[PodView]],
+    ) -> TargetRead:
+        """The rendered Deployment and its pods from the watch caches; an attached pool's
+        own workload and pods read from the apiserver."""
+        if spec is not None and spec.scale_target_ref is not None:
+            return await asyncio.to_thread(
+                read_target, self.kube, ref.namespace, spec.scale_target_ref
+            )
+        key = (ref.namespace, ref.name)
+        pod_views = tuple(sorted(pods.get(key, ()), key=lambda p: p.name))
+        return TargetRead(next(iter(deployments.get(key, ())), None), pod_views)
 
     async def act(self, ref: PoolRef, the_plan: Plan, now: float) -> ActResult:
         idle = (
@@ -261,7 +286,8 @@ class Runtime:
         broker_url: str,
         spec: CeleryWorkerPoolSpec,
     ) -> None:
-        """Range and consumer changes, each as a job off the tick."""
+        """Range and consumer changes, and questions to stock workers, each as a job off
+        the tick."""
 
         def emit(event: Event) -> None:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -276,6 +302,18 @@ class Runtime:
                 send_consumers, ref, consumers, broker_url, prefix, self.control, self.kube
             )
             self.jobs.start(ref.pool_id, "consumers", job, emit)
+        if the_plan.probe:
+            inspector = ActiveInspector(self.control)
+            job = partial(
+                busy_probe.ask_active,
+                inspector,
+                self.probe_answers,
+                ref.pool_id,
+                the_plan.probe,
+                broker_url,
+                prefix,
+            )
+            self.jobs.start(ref.pool_id, busy_probe.JOB_KIND, job, emit)
 
     async def _signals(
         self, ref: PoolRef, spec: CeleryWorkerPoolSpec, pods: tuple[PodView, ...]
