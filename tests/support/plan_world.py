@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeriac.actuators.render import FIELD_MANAGER
+from celeriac.api.pool import ScaleTargetRef
 from celeriac.api.status import CeleryWorkerPoolStatus
 from celeriac.controller.act import ActResult, act
 from celeriac.controller.observation import (
     Observation,
     PoolRef,
+    ProbedLoad,
     deployment_view,
     parse_status,
     pod_view,
+    scale_target_view,
 )
 from celeriac.controller.plan import Decide, Plan, plan
 from celeriac.controller.runtime import parse_spec
@@ -85,6 +88,9 @@ class World:
     written: CeleryWorkerPoolStatus | None = None
     written_at: float | None = None
     reverted_generation: int | None = None
+    # Attached pools: `deployment` is the user's workload, scaled only through /scale.
+    target_scales: list[int] = field(default_factory=list)
+    probed: dict[str, ProbedLoad] = field(default_factory=dict)
 
     @classmethod
     def with_deployment(cls, replicas: int, ready: int = 0, manager: str = FIELD_MANAGER) -> World:
@@ -134,6 +140,12 @@ class World:
         self.deployment["spec"]["replicas"] = replicas
         self.deployment["metadata"]["managedFields"] = replicas_owner(FIELD_MANAGER)
 
+    def scale_target(self, namespace: str, target: ScaleTargetRef, replicas: int) -> None:
+        assert self.deployment is not None
+        self.target_scales.append(replicas)
+        self.deployment["spec"]["replicas"] = replicas
+        self.deployment["metadata"]["managedFields"] = replicas_owner(FIELD_MANAGER)
+
     def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.statuses.append(status)
         self.status = status
@@ -148,18 +160,28 @@ class World:
 
     def observe(self, spec: dict[str, Any], signals: PoolSignals | None, now: float) -> Observation:
         parsed, error = parse_spec(spec)
+        pods = tuple(pod_view(p) for p in self.pods)
+        attached = parsed is not None and parsed.attached
+        if attached and self.deployment is not None:
+            scale = {"spec": {"replicas": self.replicas}, "status": {"selector": "app=mine"}}
+            view = scale_target_view(self.deployment, scale, pods)
+        else:
+            view = deployment_view(self.deployment)
         return Observation(
             ref=REF,
             now=now,
             spec=parsed,
             spec_error=error,
             previous=self.planned or parse_status(self.status),
-            deployment=deployment_view(self.deployment),
-            pods=tuple(pod_view(p) for p in self.pods),
+            deployment=view,
+            pods=pods,
             signals=signals,
             written=self.written,
             written_at=self.written_at,
             reverted_generation=self.reverted_generation,
+            target_error=None if self.deployment or not attached else "Deployment mine not found",
+            target_selector="app=mine" if attached else None,
+            probed=dict(self.probed),
         )
 
     def tick(
