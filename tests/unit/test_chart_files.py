@@ -156,6 +156,7 @@ def test_dashboard_charts_the_operator_metrics() -> None:
         "celeriac_reconcile_seconds",
         "celeriac_reconcile_errors_total",
         "celeriac_signal_up",
+        "celeriac_pool_mode",
     }
     # prometheus_client keeps a Counter's name without _total.
     assert {re.sub(r"_total$", "", n) for n in used} <= registered_metrics()

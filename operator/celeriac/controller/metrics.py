@@ -15,6 +15,11 @@ DESIRED_REPLICAS = Gauge("celeriac_desired_replicas", "Replicas the policy wants
 CURRENT_REPLICAS = Gauge(
     "celeriac_current_replicas", "Deployment replicas before this decision", POOL
 )
+POOL_MODE = Gauge(
+    "celeriac_pool_mode",
+    "1 for the pool's scaling.mode (Auto, or Recommend: it writes nothing but status)",
+    [*POOL, "mode"],
+)
 RANGE_MAX = Gauge("celeriac_pod_range_max", "Per-pod --autoscale max the operator applies", POOL)
 RANGE_MIN = Gauge("celeriac_pod_range_min", "Per-pod --autoscale min the operator applies", POOL)
 BACKLOG = Gauge(
@@ -59,9 +64,18 @@ SIGNALS_SECONDS = Histogram(
 
 
 def observe_decision(
-    namespace: str, pool: str, decision: Decision, current: int | None, signals: PoolSignals | None
+    namespace: str,
+    pool: str,
+    decision: Decision,
+    current: int | None,
+    signals: PoolSignals | None,
+    mode: str = "Auto",
 ) -> None:
     DESIRED_REPLICAS.labels(namespace, pool).set(decision.desired_replicas)
+    for labels in _series_of(POOL_MODE, namespace, pool):
+        if labels[2] != mode:
+            POOL_MODE.remove(*labels)
+    POOL_MODE.labels(namespace, pool, mode).set(1)
     if current is not None:
         CURRENT_REPLICAS.labels(namespace, pool).set(current)
     RANGE_MIN.labels(namespace, pool).set(decision.range_min)
@@ -95,6 +109,7 @@ def forget_pool(namespace: str, pool: str) -> None:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)
     for labelled in (
+        POOL_MODE,
         BACKLOG,
         OLDEST_AGE,
         DECISIONS,

@@ -271,8 +271,9 @@ class Runtime:
                 )
                 metrics.SCALING_ACTIONS.labels(ref.namespace, ref.name, direction).inc()
             current = obs.deployment.replicas if obs.deployment else None
+            mode = obs.spec.scaling.mode.value if obs.spec else "Auto"
             metrics.observe_decision(
-                ref.namespace, ref.name, the_plan.decision, current, obs.signals
+                ref.namespace, ref.name, the_plan.decision, current, obs.signals, mode
             )
         metrics.API_WRITES.labels(ref.namespace, ref.name).inc(result.writes)
         if broker_url is not None and obs.spec is not None:
