@@ -183,6 +183,16 @@ def runs(cluster: ControlPlane, ns: str, app: str) -> dict[str, int]:
     return counts
 
 
+def pool_state(cluster: ControlPlane, ns: str, name: str) -> str:
+    """What a failed wait prints: the pool's status and its events."""
+    status = get(cluster, ns, "cwp", name).get("status", {})
+    status.pop("policyMemory", None)
+    events = cluster.kubectl(
+        "-n", ns, "get", "events", "--field-selector", f"involvedObject.name={name}", check=False
+    )
+    return f"status: {json.dumps(status)}\nevents:\n{events}"
+
+
 def send(app: Celery, queue: str, tags: list[str], seconds: float) -> list[str]:
     return [app.send_task("stock.work", args=[tag, seconds], queue=queue).id for tag in tags]
 
@@ -205,7 +215,13 @@ def test_a_stock_app_scales_up_on_a_burst_and_scale_in_removes_only_idle_pods(
     app = Celery("byo", broker=broker.url, backend=broker.url)
 
     burst = send(app, "stockq", [f"b{i}" for i in range(30)], 1.0)
-    wait_for("the Deployment scaled up", lambda: replicas(cluster, ns, "stock") > 1, 30, 0.1)
+    wait_for(
+        "the Deployment scaled up",
+        lambda: replicas(cluster, ns, "stock") > 1,
+        30,
+        0.1,
+        context=lambda: pool_state(cluster, ns, "stock"),
+    )
     wait_for("all 30 burst tasks done", lambda: all_done(app, burst), 120, 0.5)
 
     # Hold three pods, give two of them a long task, then let the pool shrink.
