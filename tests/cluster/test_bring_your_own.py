@@ -21,6 +21,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_for
 
 # The user's own app: nothing from celeriac, only Celery settings a careful team sets.
+BURST = 80
 STOCK_APP = """
 import os
 import time
@@ -193,6 +194,16 @@ def pool_state(cluster: ControlPlane, ns: str, name: str) -> str:
     return f"status: {json.dumps(status)}\nevents:\n{events}"
 
 
+def attached(cluster: ControlPlane, ns: str, name: str) -> None:
+    wait_for(
+        "the pool attached (its status shows the target's selector)",
+        lambda: get(cluster, ns, "cwp", name).get("status", {}).get("selector") == f"app={name}",
+        30,
+        0.2,
+        context=lambda: pool_state(cluster, ns, name),
+    )
+
+
 def send(app: Celery, queue: str, tags: list[str], seconds: float) -> list[str]:
     return [app.send_task("stock.work", args=[tag, seconds], queue=queue).id for tag in tags]
 
@@ -212,9 +223,11 @@ def test_a_stock_app_scales_up_on_a_burst_and_scale_in_removes_only_idle_pods(
     apply(cluster, ns, users_deployment("stock", "stockq", app_dir))
     wait_for("the user's worker running", lambda: len(live_pods(cluster, ns, "stock")) == 1, 60)
     apply(cluster, ns, attached_pool("stock", "stock", "stockq"))
+    attached(cluster, ns, "stock")
     app = Celery("byo", broker=broker.url, backend=broker.url)
 
-    burst = send(app, "stockq", [f"b{i}" for i in range(30)], 1.0)
+    # More than one pod drains before a new one would start (the policy's 30 s default).
+    burst = send(app, "stockq", [f"b{i}" for i in range(BURST)], 1.0)
     wait_for(
         "the Deployment scaled up",
         lambda: replicas(cluster, ns, "stock") > 1,
@@ -222,7 +235,7 @@ def test_a_stock_app_scales_up_on_a_burst_and_scale_in_removes_only_idle_pods(
         0.1,
         context=lambda: pool_state(cluster, ns, "stock"),
     )
-    wait_for("all 30 burst tasks done", lambda: all_done(app, burst), 120, 0.5)
+    wait_for(f"all {BURST} burst tasks done", lambda: all_done(app, burst), 150, 0.5)
 
     # Hold three pods, give two of them a long task, then let the pool shrink.
     cluster.kubectl(
@@ -255,7 +268,7 @@ def test_a_stock_app_scales_up_on_a_burst_and_scale_in_removes_only_idle_pods(
     wait_for("both long tasks done", lambda: all_done(app, long), 60, 0.5)
     wait_for("scale-in to 1 once idle", lambda: replicas(cluster, ns, "stock") == 1, 60, 0.5)
     counts = runs(cluster, ns, "stock")
-    expected = {f"b{i}" for i in range(30)} | {"long-1", "long-2"}
+    expected = {f"b{i}" for i in range(BURST)} | {"long-1", "long-2"}
     assert set(counts) == expected
     assert set(counts.values()) == {1}, f"a task ran twice: {counts}"
     template = get(cluster, ns, "deployment", "stock")["spec"]["template"]
@@ -274,23 +287,30 @@ def test_recommend_mode_under_load_changes_no_replica_count_and_tracks_the_recom
     apply(cluster, ns, users_deployment("advised", "advisedq", app_dir))
     wait_for("the user's worker running", lambda: len(live_pods(cluster, ns, "advised")) == 1, 60)
     apply(cluster, ns, attached_pool("advised", "advised", "advisedq", mode="Recommend"))
+    attached(cluster, ns, "advised")
     app = Celery("byo", broker=broker.url, backend=broker.url)
     generation = get(cluster, ns, "deployment", "advised")["metadata"]["generation"]
 
-    ids = send(app, "advisedq", [f"r{i}" for i in range(20)], 1.0)
+    ids = send(app, "advisedq", [f"r{i}" for i in range(BURST)], 0.5)
 
     def recommended() -> int | None:
         status = get(cluster, ns, "cwp", "advised").get("status", {})
         wanted = status.get("desiredReplicas")
         return wanted if wanted is not None and wanted > 1 and status.get("replicas") == 1 else None
 
-    wanted = wait_for("a recommendation above 1 replica", recommended, 30, 0.2)
+    wanted = wait_for(
+        "a recommendation above 1 replica",
+        recommended,
+        30,
+        0.2,
+        context=lambda: pool_state(cluster, ns, "advised"),
+    )
     assert wanted <= 3
     until = time.monotonic() + 10
     while time.monotonic() < until:
         assert replicas(cluster, ns, "advised") == 1
         time.sleep(0.5)
-    wait_for("all 20 tasks done on one pod", lambda: all_done(app, ids), 120, 0.5)
+    wait_for(f"all {BURST} tasks done on one pod", lambda: all_done(app, ids), 150, 0.5)
     wait_for(
         "the recommendation back at 1",
         lambda: get(cluster, ns, "cwp", "advised")["status"].get("desiredReplicas") == 1,
