@@ -129,3 +129,38 @@ def test_a_future_eta_at_the_old_end_is_looked_past_from_the_next_read_on() -> N
         client.rpop("q")
         assert age() == 10.0
         reader.close()
+
+
+def stock_envelope(task_id: str) -> dict[str, Any]:
+    """A stock Celery app's message: protocol 2 headers, no publish time."""
+    doc = envelope()
+    doc["headers"]["id"] = task_id
+    return doc
+
+
+def test_a_stock_apps_oldest_task_is_aged_from_when_it_was_first_seen_as_a_lower_bound() -> None:
+    with running_redis() as server:
+        client = server.client()
+        client.lpush("q", raw(stock_envelope("a")), raw(stock_envelope("b")))
+        now = [NOW]
+        reader = BacklogReader(clock=lambda: now[0])
+        query = PoolQuery(pool_id="ns/p", broker_url=server.url, queues=("q",))
+
+        def oldest() -> tuple[float | None, bool]:
+            queues = reader.read([query])["ns/p"].queues
+            assert queues is not None
+            return queues[0].oldest_age_s, queues[0].oldest_age_is_lower_bound
+
+        assert oldest() == (0.0, True)  # first seen now: at least 0 s old
+        now[0] = NOW + 7
+        assert oldest() == (7.0, True)
+        client.rpop("q")  # "a" taken: "b" is the new head, first seen now
+        now[0] = NOW + 9
+        assert oldest() == (0.0, True)
+        now[0] = NOW + 12
+        assert oldest() == (3.0, True)
+        client.rpop("q")
+        assert oldest() == (None, False)
+        client.lpush("q", raw(envelope(published_at=NOW)))  # the library's header wins
+        assert oldest() == (12.0, False)
+        reader.close()

@@ -34,6 +34,11 @@ class QueueStatus(Model):
     waiting: int | None = None
     reserved: int | None = None
     oldest_age_seconds: float | None = None
+    oldest_age_is_lower_bound: bool | None = Field(
+        default=None,
+        description="True when the age counts from when the operator first saw the task "
+        "(stock Celery apps send no publish time): the task is at least this old.",
+    )
 
 
 class PodRange(Model):

@@ -136,6 +136,7 @@ def _queues(obs: Observation) -> list[QueueStatus]:
             waiting=q.waiting,
             reserved=q.reserved,
             oldest_age_seconds=None if q.oldest_age_s is None else round(q.oldest_age_s, 1),
+            oldest_age_is_lower_bound=q.oldest_age_is_lower_bound or None,
         )
         for q in signals.queues
     ]

@@ -78,6 +78,17 @@ def oldest_due_age(newest_first: list[bytes], now: float) -> float | None:
     return None
 
 
+def oldest_due(newest_first: list[bytes], now: float) -> tuple[str | None, float | None] | None:
+    """(task id, age from the publish header) of the oldest due message among a list's
+    tail; None when none is due. The id lets a caller follow a message without the header."""
+    for raw in reversed(newest_first):
+        due, age = due_age_s(raw, now)
+        if due:
+            task_id = headers_of(_decode(raw)).get("id")
+            return (str(task_id) if task_id is not None else None), age
+    return None
+
+
 def unacked_entry(raw: bytes | str, now: float) -> tuple[str, bool] | None:
     """(routing key, held for a future ETA) of an `unacked` hash value; None if unreadable."""
     doc = _decode(raw)

@@ -36,6 +36,10 @@ class QueueBacklog(Frozen):
     consumers: int | None = Field(default=None, ge=0, description="Consumers of the queue.")
     publish_rate_per_s: float | None = Field(default=None, ge=0)
     deliver_rate_per_s: float | None = Field(default=None, ge=0)
+    oldest_age_is_lower_bound: bool = Field(
+        default=False,
+        description="The age counts from when the operator first saw the task (no publish header).",
+    )
 
     @property
     def total(self) -> int:

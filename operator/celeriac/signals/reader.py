@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from celeriac.signals import celery_message, kombu_keys
 from celeriac.signals.connection import connect, server_label
+from celeriac.signals.head_sightings import HeadSightings
 from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class BacklogReader:
         self._pool: ThreadPoolExecutor | None = None
         self._warned_large: set[Server] = set()
         self._deep_scan: dict[Server, set[str]] = defaultdict(set)
+        self._sightings = HeadSightings()
 
     def read(self, queries: list[PoolQuery]) -> dict[str, PoolSignals]:
         """PoolSignals by pool id; a pool whose server failed has queues=None and an error."""
@@ -189,6 +191,7 @@ class BacklogReader:
     def _assemble(self, plan: _Plan, replies: list[Any], now: float) -> dict[str, PoolSignals]:
         waiting: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
         oldest: dict[tuple[str, str], float] = {}
+        bounded: set[tuple[str, str]] = set()  # ages that are lower bounds (no header)
         failed: dict[str, str] = {}  # pool id -> why its backlog is unknown
         not_due_oldest: set[str] = set()
         i = 0
@@ -201,9 +204,11 @@ class BacklogReader:
             waiting[(pool_id, queue)][step] = int(length)
             if tail and not celery_message.due_age_s(tail[-1], now)[0]:
                 not_due_oldest.add(key)
-            age = celery_message.oldest_due_age(tail, now)
+            age, bound = self._oldest_age(plan, key, tail, now)
             if age is not None:
                 oldest[(pool_id, queue)] = max(age, oldest.get((pool_id, queue), 0.0))
+                if bound:
+                    bounded.add((pool_id, queue))
         if not_due_oldest or plan.deep:
             with self._lock:
                 self._deep_scan[plan.queries[0].server] = not_due_oldest
@@ -245,6 +250,7 @@ class BacklogReader:
                     reserved=reserved[q.global_keyprefix].get(queue, 0),
                     scheduled=scheduled[q.global_keyprefix].get(queue, 0),
                     oldest_age_s=oldest.get((q.pool_id, queue)),
+                    oldest_age_is_lower_bound=(q.pool_id, queue) in bounded,
                 )
                 for queue in q.queues
             ]
@@ -252,6 +258,19 @@ class BacklogReader:
                 observed_at=now, queues=queues, workers=workers, workers_error=workers_error
             )
         return out
+
+    def _oldest_age(
+        self, plan: _Plan, key: str, tail: list[bytes], now: float
+    ) -> tuple[float | None, bool]:
+        """The oldest due message's age from its publish header; for a stock app's message
+        (no header) from when it was first seen at the old end, a lower bound."""
+        where = (plan.queries[0].server, key)
+        found = celery_message.oldest_due(tail, now)
+        task_id, age = found if found is not None else (None, None)
+        if age is not None or task_id is None:
+            self._sightings.forget(where)
+            return age, False
+        return self._sightings.age_s(where, task_id, now), True
 
     def _attribute_unacked(
         self, values: list[bytes], now: float, server: Server
