@@ -204,6 +204,21 @@ def attached(cluster: ControlPlane, ns: str, name: str) -> None:
     )
 
 
+def pod_costs(cluster: ControlPlane, ns: str, app: str) -> str:
+    items = json.loads(cluster.kubectl("-n", ns, "get", "pods", "-l", f"app={app}", "-o", "json"))
+    rows = [
+        (
+            p["metadata"]["name"],
+            (p["metadata"].get("annotations") or {}).get(
+                "controller.kubernetes.io/pod-deletion-cost"
+            ),
+            p["metadata"].get("deletionTimestamp"),
+        )
+        for p in items["items"]
+    ]
+    return f"\npods (name, deletion cost, deleting since): {rows}"
+
+
 def send(app: Celery, queue: str, tags: list[str], seconds: float) -> list[str]:
     return [app.send_task("stock.work", args=[tag, seconds], queue=queue).id for tag in tags]
 
@@ -262,7 +277,13 @@ def test_a_stock_app_scales_up_on_a_burst_and_scale_in_removes_only_idle_pods(
         "-p", '{"spec":{"scaling":{"minReplicas":1}}}',
     )  # fmt: skip
     wait_for("scale-in to 2", lambda: replicas(cluster, ns, "stock") == 2, 60, 0.2)
-    wait_for("the idle pod gone", lambda: live_pods(cluster, ns, "stock") == busy, 60, 0.2)
+    wait_for(
+        "the idle pod gone",
+        lambda: live_pods(cluster, ns, "stock") == busy,
+        60,
+        0.2,
+        context=lambda: pool_state(cluster, ns, "stock") + pod_costs(cluster, ns, "stock"),
+    )
     assert all(AsyncResult(i, app=app).state == "STARTED" for i in long), "a busy pod was removed"
 
     wait_for("both long tasks done", lambda: all_done(app, long), 60, 0.5)

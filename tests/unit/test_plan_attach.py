@@ -211,7 +211,35 @@ def test_stock_workers_are_asked_before_a_scale_in_and_the_busy_one_ranks_last()
 
     plan, _ = world.tick(wants(2), spec=ATTACHED, signals=IDLE, now=NOW + 10)
     assert world.target_scales == [2]
-    assert plan.probe == ()
+    assert plan.probe == ("mine-a", "mine-b", "mine-c")  # asked on every scale-in tick
+
+
+def test_a_pod_that_turned_busy_after_the_ranking_holds_the_scale_in_and_is_ranked_again() -> None:
+    world = _users_deployment(3, ready=3)
+    world.pods = [ready_pod(f"mine-{c}") for c in "abc"]
+    world.probed = {p: ProbedLoad(NOW, 0) for p in ("mine-a", "mine-b", "mine-c")}
+    world.tick(wants(2), spec=ATTACHED, signals=IDLE)  # all idle: ranked alike
+    world.probed["mine-a"] = ProbedLoad(NOW + 4, 1)  # the newest answer: a task started
+    world.tick(wants(2), spec=ATTACHED, signals=IDLE, now=NOW + 5)
+    assert world.target_scales == []
+    assert "ranking pods" in world.statuses[-1]["reason"]
+    cost = world.annotations["mine-a"]["controller.kubernetes.io/pod-deletion-cost"]
+    assert int(cost) > int(
+        world.annotations["mine-b"]["controller.kubernetes.io/pod-deletion-cost"]
+    )
+    world.tick(wants(2), spec=ATTACHED, signals=IDLE, now=NOW + 6)
+    assert world.target_scales == [2]
+
+
+def test_answers_left_from_an_earlier_scale_in_are_not_trusted() -> None:
+    world = _users_deployment(3, ready=3)
+    world.pods = [ready_pod(f"mine-{c}") for c in "abc"]
+    spec = {**ATTACHED, "scaling": {**ATTACHED["scaling"], "pollingIntervalSeconds": 1}}
+    world.probed = {p: ProbedLoad(NOW - 4, 0) for p in ("mine-a", "mine-b", "mine-c")}
+    plan, _ = world.tick(wants(2), spec=spec, signals=IDLE)
+    assert plan.probe == ("mine-a", "mine-b", "mine-c")
+    assert world.target_scales == []
+    assert world.annotations == {}
 
 
 def test_a_stale_answer_is_asked_again_and_a_silent_pod_stays_unknown() -> None:

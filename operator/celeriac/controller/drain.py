@@ -54,11 +54,12 @@ def drain(
         return Drained(decision, None, {})
     live = [p for p in obs.pods if not p.deleting]
     reported = {w.pod: w.running for w in signals.workers if w.pod is not None}
-    running, unknown = stock_workers.known_loads(obs, spec, reported, live)
-    if unknown and decision.desired_replicas < current:
+    running, unknown, unreported = stock_workers.known_loads(obs, spec, reported, live)
+    ask = unreported if decision.desired_replicas < current else ()
+    if unknown and ask:
         why = f"asking {len(unknown)} workers what they run (inspect active) before scale-in"
         held = _held(decision, current, why)
-        return Drained(held, obs.previous.drain_hold_since, {}, None, unknown)
+        return Drained(held, obs.previous.drain_hold_since, {}, None, ask)
     states = [PodState(p.name, p.created_at, running.get(p.name), p.ready) for p in live]
     busy_since = obs.previous.drain_hold_since or obs.now
     scale_in = plan_scale_in(
@@ -84,11 +85,11 @@ def drain(
         return Drained(decision, None, costs, consumers)
     if costs:
         held = _held(decision, current, "ranking pods before scale-in")
-        return Drained(held, obs.previous.drain_hold_since, costs, consumers)
+        return Drained(held, obs.previous.drain_hold_since, costs, consumers, ask)
     if scale_in.allowed_replicas == decision.desired_replicas:
-        return Drained(decision, None, costs, consumers)
+        return Drained(decision, None, costs, consumers, ask)
     held = _held(decision, scale_in.allowed_replicas, scale_in.reason)
-    return Drained(held, busy_since, costs, consumers)
+    return Drained(held, busy_since, costs, consumers, ask)
 
 
 def _leaving(live: list[PodView], costs: dict[str, int], count: int) -> set[str]:
