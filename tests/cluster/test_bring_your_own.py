@@ -5,6 +5,7 @@ operator, real workers run by the process kubelet; every task is counted exactly
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
-from celeriac_dev.controlplane import ControlPlane
+from celeriac_dev.controlplane import ControlPlane, find_binaries
 from celeriac_dev.kubelet import ProcessKubelet, placement
 from tests.support.operator_process import OperatorProcess
 from tests.support.redis_server import RedisServer
@@ -22,6 +23,9 @@ from tests.support.waiting import wait_for
 
 # The user's own app: nothing from celeriac, only Celery settings a careful team sets.
 BURST = 80
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "celeriac"
+POLICY_ONLY = ("--kube-version", "1.32.0", "--show-only", "templates/scale-target-admission.yaml")
+CREATE = ("create", "-f", "-")
 STOCK_APP = """
 import os
 import time
@@ -357,3 +361,72 @@ def test_recommend_mode_under_load_changes_no_replica_count_and_tracks_the_recom
     )["items"]
     assert any(e["reason"] == "Recommended" for e in events)
     assert set(runs(cluster, ns, "advised").values()) == {1}
+
+
+def create_as(cluster: ControlPlane, user: str, ns: str, manifest: dict[str, Any]) -> str:
+    """`kubectl create` as another user: '' when admitted, else the apiserver's refusal."""
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--as", user, "-n", ns, *CREATE],
+        input=json.dumps(manifest),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return "" if result.returncode == 0 else result.stderr
+
+
+def test_a_pool_attaches_only_to_a_workload_its_author_may_scale(
+    crd_installed: ControlPlane, byo_ns: str, app_dir: Path
+) -> None:
+    cluster, ns = crd_installed, byo_ns
+    policy = subprocess.run(
+        [str(find_binaries() / "helm"), "template", f"adm-{ns}", str(CHART), *POLICY_ONLY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    cluster.kubectl("apply", "-f", "-", input_text=policy)
+    try:
+        theirs = users_deployment("theirs", "theirq", app_dir)
+        theirs["spec"]["replicas"] = 0  # only its existence matters here
+        apply(cluster, ns, theirs)
+        for args in (
+            ["role", "pool-author", "--verb=create", "--resource=celeryworkerpools.celeriac.dev"],
+            ["rolebinding", "alice-authors", "--role=pool-author", "--user=alice"],
+        ):
+            cluster.kubectl("-n", ns, "create", *args)
+        pool = attached_pool("mine", "theirs", "theirq")
+
+        refusal = wait_for(
+            "the policy refusing a pool on a workload alice may not scale",
+            lambda: (
+                (out := create_as(cluster, "alice", ns, pool)) and "may not scale" in out and out
+            ),
+            30,
+            0.5,
+        )
+        assert "spec.scaleTargetRef: you may not scale Deployment theirs" in refusal
+        # A rendered pool (no scaleTargetRef) is not the policy's business.
+        rendered = attached_pool("rendered", "theirs", "theirq")
+        del rendered["spec"]["scaleTargetRef"]
+        rendered["spec"]["template"] = {"image": "w:1", "app": "proj"}
+        assert create_as(cluster, "alice", ns, rendered) == ""
+
+        cluster.kubectl(
+            "-n", ns, "create", "role", "scaler", "--verb=patch",
+            "--resource=deployments.apps/scale",
+        )  # fmt: skip
+        cluster.kubectl("-n", ns, "create", "rolebinding", "alice-scales", "--role=scaler")
+        cluster.kubectl("-n", ns, "patch", "rolebinding", "alice-scales", "--type=merge", "-p",
+            json.dumps({"subjects": [{"kind": "User", "name": "alice",
+                                      "apiGroup": "rbac.authorization.k8s.io"}]}))  # fmt: skip
+        wait_for(
+            "alice's pool admitted once she may scale the Deployment",
+            lambda: create_as(cluster, "alice", ns, pool) == "",
+            30,
+            0.5,
+        )
+    finally:
+        cluster.kubectl("delete", "-f", "-", "--wait=false", input_text=policy, check=False)

@@ -33,7 +33,9 @@ NAMESPACED_KINDS = (
 )
 CLUSTER_KINDS = (
     "clusterroles.rbac.authorization.k8s.io,clusterrolebindings.rbac.authorization.k8s.io,"
-    "clusterkopfpeerings.kopf.dev"
+    "clusterkopfpeerings.kopf.dev,"
+    "validatingadmissionpolicies.admissionregistration.k8s.io,"
+    "validatingadmissionpolicybindings.admissionregistration.k8s.io"
 )
 
 
