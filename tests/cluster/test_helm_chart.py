@@ -105,22 +105,26 @@ EXPECTED_KINDS = {
         "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
         "CustomResourceDefinition", "CustomResourceDefinition", "Deployment", "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ],
     "ha": [
         "ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
         "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceMonitor",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ],
     "namespaced": [
         "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
         "CustomResourceDefinition", "CustomResourceDefinition", "Deployment", "NetworkPolicy",
         "Role", "Role", "RoleBinding", "RoleBinding", "Service", "ServiceAccount",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ],
     "everything": [
         "ClusterRole", "ClusterRoleBinding", "ConfigMap", "CustomResourceDefinition",
         "CustomResourceDefinition", "CustomResourceDefinition", "Deployment", "KopfPeering",
         "KopfPeering", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor", "Role", "Role",
         "RoleBinding", "RoleBinding", "Service", "ServiceAccount",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ],
 }  # fmt: skip
 
