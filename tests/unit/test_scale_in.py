@@ -17,18 +17,18 @@ def pod(name: str, running: int | None, age_s: float = 100, ready: bool = True) 
 
 
 def test_idle_pods_cost_less_than_any_busy_pod() -> None:
-    idle_old = deletion_cost(pod("a", 0, age_s=80_000), NOW)
-    busy_young = deletion_cost(pod("b", 1, age_s=1), NOW)
+    idle_old = deletion_cost(pod("a", 0, age_s=80_000))
+    busy_young = deletion_cost(pod("b", 1, age_s=1))
     assert idle_old < BUSY_BASE_COST <= busy_young
 
 
 def test_more_running_tasks_cost_more() -> None:
-    assert deletion_cost(pod("a", 1), NOW) < deletion_cost(pod("b", 3), NOW)
+    assert deletion_cost(pod("a", 1)) < deletion_cost(pod("b", 3))
 
 
 def test_not_ready_pods_go_first() -> None:
-    assert deletion_cost(pod("a", None, ready=False), NOW) == 0
-    assert deletion_cost(pod("a", None, ready=False), NOW) < deletion_cost(pod("b", 0), NOW)
+    assert deletion_cost(pod("a", None, ready=False)) == 0
+    assert deletion_cost(pod("a", None, ready=False)) < deletion_cost(pod("b", 0))
 
 
 def test_scale_in_to_the_idle_pods_is_allowed_as_decided() -> None:

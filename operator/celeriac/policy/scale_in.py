@@ -33,13 +33,12 @@ class ScaleInPlan:
     reason: str
 
 
-def deletion_cost(pod: PodState, now: float) -> int:
+def deletion_cost(pod: PodState) -> int:
     """Not-ready pods are cheapest, then idle ones; busy ones cost more the more they run.
 
-    The value depends only on readiness and the running count, so it changes (and costs a
-    pod PATCH) only when a pod's load does, not as time passes.
+    The value depends only on readiness and the running count, not on time or age, so it
+    changes (and costs a pod PATCH) only when a pod's load does.
     """
-    del now  # kept for symmetry with plan_scale_in: the cost does not age
     if not pod.ready:
         return 0
     if not pod.running:
@@ -56,7 +55,7 @@ def plan_scale_in(
     drain_deadline_s: float,
     now: float,
 ) -> ScaleInPlan:
-    costs = {p.name: deletion_cost(p, now) for p in pods}
+    costs = {p.name: deletion_cost(p) for p in pods}
     busy = sum(1 for p in pods if p.ready and p.running)
     if desired_replicas >= current_replicas:
         return ScaleInPlan(desired_replicas, costs, busy, False, "no scale-in")
