@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from celeriac.api.pool import Concurrency, Scaling
 from celeriac.policy import decide
 from celeriac.policy.estimate import steady_rate
@@ -247,3 +249,26 @@ def test_the_reason_names_backlog_wait_and_the_change() -> None:
         panicThreshold=10,
     )
     assert d.reason == "backlog 400 tasks, wait 45s > 30s target: 1 -> 4 pods"
+
+
+def test_minutes_long_tasks_count_in_the_service_time_before_they_end() -> None:
+    # Workers report 1 s means (only short tasks have finished), but 12 processes stayed busy
+    # for the minute in which 55 tasks completed: 720 / 55 = 13.1 s a task by Little's law.
+    # Keep-up 1/s x 13.1 / 0.85 = 15.4 slots; the 3 ready pods serve 18 tasks in the 20 s
+    # start-up, so 30 + 20 - 18 = 32 still wait then, 42 slots to start them in 10 s: 15 pods.
+    # With the reported 1 s mean the 12 busy slots would look like enough: 3 pods.
+    samples = [
+        ArrivalSample(t=NOW - 5 - 5 * i, arrivals=5.0, dt=5.0, completed=5.0, running=12.0)
+        for i in range(12)
+    ]
+    busy = [worker(i, running=4, mean_s=1.0) for i in range(3)]
+    mem = PolicyMemory(arrivals=samples, last_t=NOW - 5, last_backlog=42, startup_s=20.0)
+    d = run(
+        signals(waiting=30, reserved=12, workers=busy),
+        current=3,
+        memory=mem,
+        maxReplicas=50,
+        targetQueueWaitSeconds=10,
+    )
+    assert d.memory.service_s == pytest.approx(720 / 55)
+    assert d.desired_replicas == 15

@@ -20,6 +20,7 @@ SERVICE_TAU_S = 60.0
 STARTUP_WEIGHT = 0.3
 RATE_WINDOW_S = 60.0
 RATE_BUCKET_S = 10.0
+LITTLE_MIN_COMPLETIONS = 20
 
 
 def _decay(previous: float | None, sample: float, dt: float, tau: float) -> float:
@@ -57,6 +58,28 @@ def _startup_samples(
     return waited
 
 
+def _reported_service(previous: float | None, inp: PolicyInput, dt: float) -> float | None:
+    """The workers' own mean task durations, weighted by pool size, smoothed."""
+    workers = inp.signals.workers or []
+    durations = [(w.mean_task_seconds, max(w.pool_size, 1)) for w in workers if w.mean_task_seconds]
+    if not durations:
+        return previous
+    weight = sum(n for _, n in durations)
+    sample = sum(d * n for d, n in durations if d is not None) / weight
+    return _decay(previous, sample, dt, SERVICE_TAU_S)
+
+
+def little_service(samples: list[ArrivalSample]) -> float | None:
+    """Mean task duration by Little's law on the workers: busy processes over completions per
+    second, in the rate window. A worker's own mean sees a task only when it ends, so while
+    minutes-long tasks run it reports the short ones; here a long task counts from the tick it
+    starts. None until enough tasks completed for the ratio to mean something."""
+    done = sum(s.completed for s in samples)
+    if done < LITTLE_MIN_COMPLETIONS:
+        return None
+    return sum(s.running * s.dt for s in samples) / done
+
+
 def measure(inp: PolicyInput) -> PolicyMemory:
     """Fold this tick's readings into the memory."""
     mem, sig, now = inp.memory, inp.signals, inp.now
@@ -65,13 +88,7 @@ def measure(inp: PolicyInput) -> PolicyMemory:
     completed = sum(w.processed_total for w in workers) if workers else None
     dt = now - mem.last_t if mem.last_t is not None else 0.0
 
-    service = mem.service_s
-    durations = [(w.mean_task_seconds, max(w.pool_size, 1)) for w in workers if w.mean_task_seconds]
-    if durations:
-        weight = sum(n for _, n in durations)
-        sample = sum(d * n for d, n in durations if d is not None) / weight
-        service = _decay(service, sample, dt, SERVICE_TAU_S)
-
+    reported = _reported_service(mem.service_s, inp, dt)
     samples = [s for s in mem.arrivals if now - s.t < RATE_WINDOW_S]
     if dt > 0 and mem.last_backlog is not None:
         done = 0
@@ -79,7 +96,12 @@ def measure(inp: PolicyInput) -> PolicyMemory:
             # A restarted or removed worker resets its counter: count no negative completions.
             done = max(0, completed - mem.last_completed_total)
         arrivals = max(0.0, float(backlog - mem.last_backlog + done))
-        samples.append(ArrivalSample(t=now, arrivals=arrivals, dt=dt))
+        running = float(sum(w.running for w in workers))
+        samples.append(
+            ArrivalSample(t=now, arrivals=arrivals, dt=dt, completed=done, running=running)
+        )
+    little = little_service(samples)
+    service = little if little is not None else reported
 
     startup = mem.startup_s
     if mem.last_ready is not None and inp.ready_replicas > mem.last_ready:

@@ -30,11 +30,15 @@ class ScaleEvent(Frozen):
 
 
 class ArrivalSample(Frozen):
-    """Tasks that arrived in the `dt` seconds before `t` (backlog growth plus completions)."""
+    """Tasks that arrived in the `dt` seconds before `t` (backlog growth plus completions),
+    and what the workers completed in them and ran at `t`."""
 
     t: float
     arrivals: float
     dt: float
+    # For Little's law on the workers (estimate.little_service); 0 in memories written before.
+    completed: float = 0.0
+    running: float = 0.0
 
 
 class PolicyMemory(Frozen):

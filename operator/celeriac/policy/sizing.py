@@ -78,6 +78,14 @@ def slots_after_start_up(
     return max(have, keep_up_burst) + later * service / target_s
 
 
+def held_past(load: Load, horizon_s: float) -> float:
+    """Slots the tasks in hand still hold `horizon_s` from now: what waits needs slots beyond
+    these, not among them. Durations taken as exponential with the measured mean: short tasks
+    free their slots within the target wait, minutes-long ones hold them (without this, a few
+    long tasks leave the short ones no slot at all)."""
+    return load.in_hand * math.exp(-horizon_s / max(load.service_s, 1e-3))
+
+
 def pods_for(slots: float, per_pod: int) -> int:
     return math.ceil(slots / per_pod - 1e-9) if slots > 0 else 0
 
@@ -85,7 +93,9 @@ def pods_for(slots: float, per_pod: int) -> int:
 def size(inp: PolicyInput, mem: PolicyMemory, load: Load, per_pod: int) -> Need:
     target = inp.scaling.target_queue_wait_seconds
     keep_up = load.rate_per_s * load.service_s / TARGET_UTILIZATION
-    slots = max(load.in_hand, keep_up + load.waiting * load.service_s / target)
+    drain = load.waiting * load.service_s / target
+    held = held_past(load, target)
+    slots = max(load.in_hand, max(keep_up, held) + drain)
     have = inp.current_replicas * per_pod
     if slots > have:
         ready_slots = min(inp.ready_replicas, inp.current_replicas) * per_pod
@@ -96,7 +106,8 @@ def size(inp: PolicyInput, mem: PolicyMemory, load: Load, per_pod: int) -> Need:
     # transient drain, so capacity added for a backlog leaves once it is worked off. Work in
     # hand counts up to half again the keep-up need: enough that Poisson noise does not flap
     # the pool, too little for a drained backlog to hold its pods through the window.
-    steady = max(keep_up, min(load.in_hand, STEADY_IN_HAND * keep_up))
+    # Long tasks in hand are no transient: they hold their slots whatever the backlog.
+    steady = max(keep_up, held, min(load.in_hand, STEADY_IN_HAND * keep_up))
     demand = max(slots, load.burst_rate_per_s * load.service_s / TARGET_UTILIZATION)
     return Need(
         slots=slots,
