@@ -1,6 +1,12 @@
-"""What users run instead of celeriac, with their published defaults (FIELD-NOTES: KEDA
-ScaledObject and Redis list scaler, HPA v2, Knative KPA), plus static fleets and a
-clairvoyant oracle that bound what any policy can do.
+"""What users run instead of celeriac, with their published defaults, plus static fleets.
+
+Defaults as documented by each project: KEDA's ScaledObject (pollingInterval 30 s,
+cooldownPeriod 300 s) and Redis list scaler (listLength 5, AverageValue) at
+keda.sh/docs/latest/reference/scaledobject-spec and .../scalers/redis-lists; the HPA v2
+algorithm and default behavior (15 s sync, 0.1 tolerance, up max(100 %, 4 pods) per 15 s,
+300 s down stabilization) at kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale;
+Knative's KPA (2 s tick, 60 s stable and 6 s panic windows, panic at 2x) at
+knative.dev/docs/serving/autoscaling/kpa-specific. The clairvoyant oracle is in `oracle`.
 
 `keda-tuned` is KEDA as a careful user would set it; it still sees only `LLEN`, so neither
 prefetched nor running tasks, nor the priority sub-lists (keda#7066).
@@ -207,50 +213,3 @@ def erlang_replicas(
     while erlang_wait_within(servers, rate, service, slo_wait_s) < target and servers < 10_000:
         servers += 1
     return max(1, math.ceil(servers / concurrency))
-
-
-@dataclass
-class OraclePolicy:
-    """Clairvoyant lower bound on cost: knows every arrival in advance.
-
-    A task may wait up to the SLO, so the work arriving in any SLO-long window must be done by
-    slots that exist from its start: slots(s) = work arriving in [s, s + SLO) / SLO (a fluid
-    bound, so a few tasks can still be late). Pods are asked for a start-up ahead, and kept
-    through idle gaps shorter than a start-up, since a relaunch costs more than idling.
-    """
-
-    tasks: list[Task]
-    concurrency: int
-    startup_s: float
-    slo_wait_s: float = 10.0
-    min_replicas: int = 1
-    name: str = "oracle"
-    interval_s: float = 1.0
-    idle_first: bool = True
-    wake_interval_s: float | None = None
-
-    def __post_init__(self) -> None:
-        horizon = int(max(t.enqueue_s + t.service_s for t in self.tasks)) + 2
-        work = [0.0] * (horizon + 1)
-        for t in self.tasks:
-            work[int(t.enqueue_s)] += t.service_s
-        window = max(1, int(self.slo_wait_s))
-        pods, running = [], 0.0
-        for s in range(horizon + 1):
-            running += work[s] - (work[s - window] if s >= window else 0.0)
-            pods.append(math.ceil(running / window / self.concurrency - 1e-9))
-        lead = math.ceil(self.startup_s)
-        want = [max(pods[s : s + lead + window] or [0]) for s in range(len(pods))]
-        self.want = [
-            max(want[s], min(max(want[max(0, s - lead) : s + 1]), max(want[s : s + lead + 1])))
-            for s in range(len(want))
-        ]
-
-    @property
-    def initial_replicas(self) -> int:
-        return max(self.min_replicas, self.want[0])
-
-    def decide(self, view: View) -> Target:
-        s = int(view.now)
-        want = self.want[s] if s < len(self.want) else 0
-        return Target(max(self.min_replicas, want), self.concurrency, self.concurrency)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from celeriac.sim.bound import lower_bound_pod_seconds
 from celeriac.sim.engine import SimConfig, simulate
 from celeriac.sim.metrics import HEADLINE
 from celeriac.sim.policies import POLICY_NAMES, make_policy
@@ -30,18 +31,28 @@ def _run(args: argparse.Namespace) -> int:
         max_replicas=args.max_replicas,
     )
     names = POLICY_NAMES if args.compare else (args.policy,)
+    bound = round(lower_bound_pod_seconds(tasks, args.concurrency, args.slo_wait), 1)
     rows = []
     for name in names:
-        policy = make_policy(name, tasks, args.concurrency, args.slo_wait, args.pod_startup)
-        rows.append(simulate(tasks, policy, config).summary())
+        policy = make_policy(name, tasks, args.concurrency, args.slo_wait, args.pod_startup, config)
+        row = simulate(tasks, policy, config).summary()
+        # What no policy that meets the SLO on every task can undercut (sim.bound).
+        row["pod_seconds_lower_bound"] = bound
+        rows.append(row)
     if args.json:
         print(json.dumps(rows if args.compare else rows[0]))
         return 0
-    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS]
+    cells = [[_cell(r[c]) for c in COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(line[k]) for line in cells)) for k, c in enumerate(COLUMNS)]
     print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
-    for row in rows:
-        print("  ".join(str(row[c]).ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    for line in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+    print(f"lower bound for any policy meeting the SLO on every task: {bound} pod-seconds")
     return 0
+
+
+def _cell(value: float | int | str | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Any:

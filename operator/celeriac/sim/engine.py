@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from celeriac.sim.metrics import SimResult, TimelinePoint
+from celeriac.sim.metrics import SimResult, TimelinePoint, drain_times
 from celeriac.sim.trace import Task
 
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis default
@@ -216,8 +216,9 @@ class Simulation:
 
     # Fleet changes.
     def apply(self, target: Target, now: float) -> None:
-        rmin = max(0, min(target.range_min, target.range_max))
-        rmax = max(1, target.range_max)
+        # A pod never runs more processes than the pool's per-pod bound (worker.concurrency.max).
+        rmax = max(1, min(target.range_max, self.cfg.concurrency))
+        rmin = max(0, min(target.range_min, rmax))
         if (rmin, rmax) != self.range:
             self.range = (rmin, rmax)
             for pod in self.pods.values():
@@ -367,6 +368,7 @@ class Simulation:
             requeued=self.requeued,
             timeline=self.timeline,
             slo_wait_s=cfg.slo_wait_s,
+            drain_s=drain_times(tasks, self.waits),
         )
 
 

@@ -6,14 +6,14 @@ from celeriac.sim.baselines import (
     HPACpuPolicy,
     KedaPolicy,
     KpaPolicy,
-    OraclePolicy,
     StaticPolicy,
     erlang_replicas,
     keda_tuned,
     peak_replicas,
 )
 from celeriac.sim.celeriac_policy import CeleriacPolicy
-from celeriac.sim.engine import Policy
+from celeriac.sim.engine import Policy, SimConfig
+from celeriac.sim.oracle import OraclePolicy
 from celeriac.sim.trace import Task
 
 POLICY_NAMES = (
@@ -29,8 +29,14 @@ POLICY_NAMES = (
 
 
 def make_policy(
-    name: str, tasks: list[Task], concurrency: int, slo_wait_s: float, startup_s: float
+    name: str,
+    tasks: list[Task],
+    concurrency: int,
+    slo_wait_s: float,
+    startup_s: float,
+    config: SimConfig | None = None,
 ) -> Policy:
+    """`config` lets the oracle check its plan in the simulator the run uses."""
     if name == "celeriac":
         return CeleriacPolicy(concurrency, slo_wait_s)
     if name == "keda":
@@ -47,5 +53,5 @@ def make_policy(
         replicas = erlang_replicas(tasks, concurrency, slo_wait_s)
         return StaticPolicy(replicas, concurrency, "static-erlang")
     if name == "oracle":
-        return OraclePolicy(tasks, concurrency, startup_s, slo_wait_s)
+        return OraclePolicy(tasks, concurrency, startup_s, slo_wait_s, config=config)
     raise ValueError(f"unknown policy {name!r}; one of {', '.join(POLICY_NAMES)}")

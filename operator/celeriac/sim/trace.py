@@ -58,3 +58,34 @@ def write_trace(path: Path, tasks: list[Task]) -> None:
         writer.writerow(["enqueue_s", "service_s", "queue", "priority"])
         for t in tasks:
             writer.writerow([f"{t.enqueue_s:.3f}", f"{t.service_s:.3f}", t.queue, t.priority])
+
+
+BURST_BUCKET_S = 10.0
+BURST_FACTOR = 3.0  # a bucket with this many times the trace's mean arrivals is a burst
+BURST_MIN_TASKS = 50
+
+
+def bursts(tasks: list[Task]) -> list[tuple[int, int]]:
+    """Index ranges [first, last] of tasks that arrived in bursts: runs of 10 s buckets that
+    each received at least 3x the trace's mean and 50 tasks. The same for every policy, since
+    it reads only the trace."""
+    if not tasks:
+        return []
+    span_s = max(tasks[-1].enqueue_s - tasks[0].enqueue_s, BURST_BUCKET_S)
+    floor = max(BURST_MIN_TASKS, BURST_FACTOR * len(tasks) * BURST_BUCKET_S / span_s)
+    counts: dict[int, list[int]] = {}
+    for i, t in enumerate(tasks):
+        counts.setdefault(int(t.enqueue_s // BURST_BUCKET_S), []).append(i)
+    found: list[tuple[int, int]] = []
+    previous: int | None = None
+    for bucket in sorted(counts):
+        members = counts[bucket]
+        if len(members) < floor:
+            previous = None
+            continue
+        if previous is not None and bucket == previous + 1:
+            found[-1] = (found[-1][0], members[-1])
+        else:
+            found.append((members[0], members[-1]))
+        previous = bucket
+    return found
