@@ -64,6 +64,12 @@ def test_one_long_task_costs_at_least_its_run() -> None:
     assert lower_bound_pod_seconds([Task(0.0, 100.0)], 4, SLO_S) == 100.0
 
 
+def test_isolated_tasks_each_pay_a_start_up() -> None:
+    # Two 1 s tasks an hour apart: whatever serves each was asked for 20 s before it started.
+    tasks = [Task(100.0, 1.0), Task(3700.0, 1.0)]
+    assert lower_bound_pod_seconds(tasks, 4, SLO_S, startup_s=20.0) == 2 * 21.0
+
+
 def test_least_overlap_is_the_smaller_of_starting_first_and_last() -> None:
     task = Task(5.0, 20.0)  # may start in [5, 15]
     assert least_overlap(task, SLO_S, 0.0, 10.0) == 0.0  # started at 15, it misses the block
@@ -85,14 +91,15 @@ def test_no_schedule_that_meets_the_slo_everywhere_is_cheaper_than_the_bound(
     config = SimConfig(concurrency=4, pod_startup_s=startup_s, slo_wait_s=SLO_S, drain_tail_s=0)
     result = simulate(tasks, Schedule(sizes, segment_s, interval_s=segment_s), config)
     if meets_slo_everywhere(result.waits):
-        assert result.pod_seconds >= lower_bound_pod_seconds(tasks, 4, SLO_S) - 1e-6
+        bound = lower_bound_pod_seconds(tasks, 4, SLO_S, startup_s)
+        assert result.pod_seconds >= bound - 1e-6
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_no_policy_that_meets_the_slo_everywhere_beats_the_bound(seed: int) -> None:
     tasks = mix(seed, 1200, long_share=0.04)
     config = SimConfig(pod_startup_s=20.0, slo_wait_s=SLO_S)
-    bound = lower_bound_pod_seconds(tasks, 4, SLO_S)
+    bound = lower_bound_pod_seconds(tasks, 4, SLO_S, 20.0)
     met = []
     for name in POLICY_NAMES:
         result = simulate(tasks, make_policy(name, tasks, 4, SLO_S, 20.0, config), config)
@@ -109,7 +116,7 @@ def test_the_oracle_meets_the_slo_on_every_task_with_long_tasks_and_a_dump() -> 
     oracle = OraclePolicy(tasks, 4, 20.0, SLO_S, config=config)
     result = simulate(tasks, oracle, config)
     assert meets_slo_everywhere(result.waits)
-    assert result.pod_seconds >= lower_bound_pod_seconds(tasks, 4, SLO_S)
+    assert result.pod_seconds >= lower_bound_pod_seconds(tasks, 4, SLO_S, 20.0)
 
 
 def test_bursts_are_runs_of_buckets_far_above_the_mean() -> None:

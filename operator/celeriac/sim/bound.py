@@ -10,7 +10,10 @@ three quantities are therefore at most the pod-seconds spent in B, whatever the 
   with B is unimodal in s, so the least is at s = e or s = e + SLO), summed, / concurrency;
 - compulsory part: a task longer than the SLO runs through [e + SLO, e + S] whatever its
   start, so n(t) >= ceil(tasks in their compulsory part at t / concurrency) pointwise;
-- one task: one pod runs through any task's least overlap with B.
+- presence: the pod that runs a task was asked for a start-up D before it started (or was
+  there from time 0), so some pod exists through [max(0, s - D), s + S], inside the task's
+  window [max(0, e - D), e + SLO + S]; for tasks whose windows lie in B and do not overlap
+  one another, those stretches are disjoint, so their lengths (at least min(D, e) + S) add up.
 
 The bound is the largest of the three per block, summed over disjoint blocks, and the best of
 a few block lengths (each partition gives a valid bound). Start-up time and integrality of
@@ -24,7 +27,7 @@ from collections import defaultdict
 
 from celeriac.sim.trace import Task
 
-BLOCK_LENGTHS_S = (10.0, 30.0, 60.0, 300.0)
+BLOCK_LENGTHS_S = (10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 def _overlap(start: float, length: float, lo: float, hi: float) -> float:
@@ -53,6 +56,27 @@ def _block_energy(tasks: list[Task], slo_s: float, block_s: float) -> dict[int, 
     return blocks
 
 
+def _block_presence(
+    tasks: list[Task], slo_s: float, startup_s: float, block_s: float
+) -> dict[int, float]:
+    """Per block: summed presence of tasks with disjoint windows inside it (earliest window
+    end first: any disjoint choice is a valid bound, this one is quick)."""
+    windows: dict[int, list[tuple[float, float, float]]] = defaultdict(list)
+    for t in tasks:
+        start, end = max(0.0, t.enqueue_s - startup_s), t.enqueue_s + slo_s + t.service_s
+        k = int(start // block_s)
+        if end <= (k + 1) * block_s:
+            windows[k].append((end, start, min(startup_s, t.enqueue_s) + t.service_s))
+    presence: dict[int, float] = {}
+    for k, found in windows.items():
+        total, free_from = 0.0, float("-inf")
+        for end, start, length in sorted(found):
+            if start >= free_from:
+                total, free_from = total + length, end
+        presence[k] = total
+    return presence
+
+
 def _compulsory_pods(
     tasks: list[Task], slo_s: float, concurrency: int, block_s: float
 ) -> dict[int, float]:
@@ -75,18 +99,24 @@ def _compulsory_pods(
     return per_block
 
 
-def bound_for_blocks(tasks: list[Task], concurrency: int, slo_s: float, block_s: float) -> float:
+def bound_for_blocks(
+    tasks: list[Task], concurrency: int, slo_s: float, startup_s: float, block_s: float
+) -> float:
     energy = _block_energy(tasks, slo_s, block_s)
     compulsory = _compulsory_pods(tasks, slo_s, concurrency, block_s)
+    presence = _block_presence(tasks, slo_s, startup_s, block_s)
     total = 0.0
-    for k in set(energy) | set(compulsory):
+    for k in set(energy) | set(compulsory) | set(presence):
         work, single = energy.get(k, [0.0, 0.0])
-        total += max(work / concurrency, single, compulsory.get(k, 0.0))
+        total += max(work / concurrency, single, compulsory.get(k, 0.0), presence.get(k, 0.0))
     return total
 
 
-def lower_bound_pod_seconds(tasks: list[Task], concurrency: int, slo_s: float) -> float:
-    """No schedule that starts every task within `slo_s` bills fewer pod-seconds."""
+def lower_bound_pod_seconds(
+    tasks: list[Task], concurrency: int, slo_s: float, startup_s: float = 0.0
+) -> float:
+    """No schedule that starts every task within `slo_s`, on pods that take `startup_s` from
+    request to ready, bills fewer pod-seconds."""
     if not tasks:
         return 0.0
-    return max(bound_for_blocks(tasks, concurrency, slo_s, b) for b in BLOCK_LENGTHS_S)
+    return max(bound_for_blocks(tasks, concurrency, slo_s, startup_s, b) for b in BLOCK_LENGTHS_S)

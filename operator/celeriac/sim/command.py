@@ -31,7 +31,8 @@ def _run(args: argparse.Namespace) -> int:
         max_replicas=args.max_replicas,
     )
     names = POLICY_NAMES if args.compare else (args.policy,)
-    bound = round(lower_bound_pod_seconds(tasks, args.concurrency, args.slo_wait), 1)
+    bound = lower_bound_pod_seconds(tasks, args.concurrency, args.slo_wait, args.pod_startup)
+    bound = round(bound, 1)
     rows = []
     for name in names:
         policy = make_policy(name, tasks, args.concurrency, args.slo_wait, args.pod_startup, config)

@@ -1,5 +1,7 @@
 """The clairvoyant oracle: a per-second pod plan built from every arrival and service time,
-then repaired with the simulator as the check until every task starts within the SLO.
+then repaired with the simulator as the check until every task starts within the SLO; the
+cheapest of a few such plans (held over longer windows, and the smallest static fleet that
+meets the SLO) is the oracle.
 
 The plan it starts from needs, each second, slots for the long tasks (longer than the SLO)
 that would be running had each started on arrival, plus the short tasks' work arriving in the
@@ -21,6 +23,9 @@ from celeriac.sim.engine import SimConfig, Target, View, simulate
 from celeriac.sim.trace import Task
 
 REPAIR_ROUNDS = 25
+# Plans held at their highest over these many seconds around each second.
+HOLD_WINDOWS_S = (0.0, 60.0, 300.0)
+STATIC_TRIES = 4
 
 
 def _short_slots(tasks: list[Task], horizon: int, slo_s: float) -> list[float]:
@@ -60,6 +65,14 @@ def initial_plan(tasks: list[Task], concurrency: int, slo_s: float) -> list[int]
     return [math.ceil((short[s] + long[s]) / concurrency - 1e-9) for s in range(horizon + 1)]
 
 
+def held_for(serving: list[int], window_s: float) -> list[int]:
+    """The plan at its highest within window_s/2 either side of each second."""
+    half = int(window_s // 2)
+    if half == 0:
+        return list(serving)
+    return [max(serving[max(0, s - half) : s + half + 1]) for s in range(len(serving))]
+
+
 def with_start_up(serving: list[int], startup_s: float) -> list[int]:
     """Pods to have each second: asked for a start-up ahead, kept through short idle gaps."""
     lead = math.ceil(startup_s)
@@ -76,7 +89,8 @@ class OraclePolicy:
     concurrency: int
     startup_s: float
     slo_wait_s: float = 10.0
-    min_replicas: int = 1
+    # The cheapest schedule may have no pod at all while nothing is due.
+    min_replicas: int = 0
     config: SimConfig | None = None
     name: str = "oracle"
     idle_first: bool = True
@@ -90,27 +104,59 @@ class OraclePolicy:
         self.serving = initial_plan(self.tasks, self.concurrency, self.slo_wait_s)
         self.want = with_start_up(self.serving, self.startup_s)
         if self.config is not None:
-            self.repair(self.config)
+            self.search(self.config)
 
-    def repair(self, config: SimConfig) -> None:
-        """Add a pod around each late task until the simulator finds none late."""
+    def search(self, config: SimConfig) -> None:
+        """The cheapest of the plan held over a few window lengths (a held plan relaunches
+        fewer pods; the longest is a static fleet), each repaired until the SLO is met."""
+        base, best = self.serving, None
+        for window_s in HOLD_WINDOWS_S:
+            self.serving = held_for(base, window_s)
+            self.want = with_start_up(self.serving, self.startup_s)
+            cost = self.repair(config)
+            if cost is not None and (best is None or cost < best[0]):
+                best = (cost, self.serving, self.want, self.rounds)
+        static = self.cheapest_static(config)
+        if static is not None and (best is None or static[0] < best[0]):
+            best = static
+        if best is not None:
+            _, self.serving, self.want, self.rounds = best
+
+    def cheapest_static(self, config: SimConfig) -> tuple[float, list[int], list[int], int] | None:
+        """The smallest static fleet that meets the SLO, from the work's average upwards."""
+        span_s = max(1.0, self.tasks[-1].enqueue_s - self.tasks[0].enqueue_s)
+        work = sum(t.service_s for t in self.tasks)
+        first = max(1, math.ceil(work / span_s / self.concurrency))
+        for pods in range(first, first + STATIC_TRIES):
+            self.serving = self.want = [pods] * len(self.serving)
+            result = simulate(self.tasks, self.trial(), config)
+            if all(w <= self.slo_wait_s for w in result.waits):
+                return result.pod_seconds, self.serving, self.want, 1
+        return None
+
+    def trial(self) -> OraclePolicy:
+        trial = OraclePolicy(
+            self.tasks, self.concurrency, self.startup_s, self.slo_wait_s, self.min_replicas
+        )
+        trial.serving, trial.want = self.serving, self.want
+        return trial
+
+    def repair(self, config: SimConfig) -> float | None:
+        """Add a pod around each late task until the simulator finds none late; the cost of
+        the plan that met the SLO, or None if the rounds ran out."""
         for self.rounds in range(1, REPAIR_ROUNDS + 1):
-            trial = OraclePolicy(
-                self.tasks, self.concurrency, self.startup_s, self.slo_wait_s, self.min_replicas
-            )
-            trial.serving, trial.want = self.serving, self.want
-            result = simulate(self.tasks, trial, config)
+            result = simulate(self.tasks, self.trial(), config)
             late = [i for i, w in enumerate(result.waits) if w > self.slo_wait_s]
             if not late:
-                return
+                return result.pod_seconds
             bumped: set[int] = set()
             for i in late:
                 e = int(self.tasks[i].enqueue_s)
-                bumped.update(
-                    range(max(0, e - 1), min(len(self.serving), e + int(self.slo_wait_s) + 1))
-                )
+                last = min(len(self.serving), e + int(self.slo_wait_s) + 1)
+                bumped.update(range(max(0, e - 1), last))
             self.serving = [n + (1 if s in bumped else 0) for s, n in enumerate(self.serving)]
             self.want = with_start_up(self.serving, self.startup_s)
+        return None
 
     @property
     def initial_replicas(self) -> int:
