@@ -273,6 +273,39 @@ class ScalingMode(StrEnum):
     RECOMMEND = "Recommend"
 
 
+# A cron field set: digits, names (JAN, MON), and * / , - only; croniter checks the rest.
+CRON_PATTERN = r"^[0-9A-Za-z*/,\- ]{9,100}$"
+TIME_ZONE_PATTERN = r"^[A-Za-z0-9_+\-/]{1,64}$"
+
+
+class ScheduleWindow(Model):
+    """A capacity floor over a recurring window, in the shape of KEDA's cron scaler: from each
+    `start` until the next `end`, in `timeZone`, the pool keeps at least `minReplicas`. The
+    operator asks for the pods a learned start-up time before `start`, so they are ready then."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, description="Shown in the reason.")]
+    start: Annotated[
+        str, Field(pattern=CRON_PATTERN, description="5-field cron: when the window opens.")
+    ]
+    end: Annotated[
+        str, Field(pattern=CRON_PATTERN, description="5-field cron: when the window closes.")
+    ]
+    time_zone: Annotated[
+        str, Field(pattern=TIME_ZONE_PATTERN, description="IANA time zone of start and end.")
+    ] = "UTC"
+    min_replicas: Annotated[
+        int, Field(ge=0, le=10_000, description="Fewest replicas while the window is open.")
+    ]
+
+    @model_validator(mode="after")
+    def _parses(self) -> ScheduleWindow:
+        # Imported here: the CRD generator and the models need no cron parser otherwise.
+        from celeriac.policy.schedules import check_window
+
+        check_window(self.start, self.end, self.time_zone)
+        return self
+
+
 class Scaling(Model):
     mode: Annotated[
         ScalingMode,
@@ -312,6 +345,14 @@ class Scaling(Model):
         ),
     ] = 3600
     behavior: Behavior = Field(default_factory=Behavior)
+    schedules: Annotated[
+        list[ScheduleWindow],
+        Field(
+            max_length=20,
+            description="Recurring windows that raise the replica floor ahead of known load; "
+            "never below what the reactive policy wants. maxReplicas still bounds them.",
+        ),
+    ] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Scaling:
