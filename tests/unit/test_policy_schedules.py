@@ -49,9 +49,9 @@ def test_the_highest_open_floor_wins() -> None:
 
 
 def test_a_floor_only_raises_and_stays_under_max_replicas() -> None:
-    assert raised_to_floor(3, None, 6, "morning", 10) == (6, "schedule morning")
-    assert raised_to_floor(8, "scaleUp policy", 6, "morning", 10) == (8, "scaleUp policy")
-    assert raised_to_floor(3, None, 60, "morning", 10) == (10, "schedule morning")
+    assert raised_to_floor(3, None, 6, "schedule morning", 10) == (6, "schedule morning")
+    assert raised_to_floor(8, "scaleUp policy", 6, "schedule morning", 10) == (8, "scaleUp policy")
+    assert raised_to_floor(3, None, 60, "schedule morning", 10) == (10, "schedule morning")
 
 
 def test_decide_asks_for_the_pods_a_start_up_before_the_window_opens() -> None:

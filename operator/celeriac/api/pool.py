@@ -306,6 +306,19 @@ class ScheduleWindow(Model):
         return self
 
 
+class Predictive(Model):
+    """Capacity ahead of recurring load, learned from the pool's own arrivals."""
+
+    enabled: Annotated[
+        bool,
+        Field(
+            description="Learn arrivals per minute of the day and of the week (kept in the "
+            "status) and start pods a start-up ahead of a rise seen on the previous two days "
+            "or the same minute last week; never below what the reactive policy wants."
+        ),
+    ] = False
+
+
 class Scaling(Model):
     mode: Annotated[
         ScalingMode,
@@ -353,6 +366,7 @@ class Scaling(Model):
             "never below what the reactive policy wants. maxReplicas still bounds them.",
         ),
     ] = Field(default_factory=list)
+    predictive: Predictive = Field(default_factory=Predictive)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Scaling:

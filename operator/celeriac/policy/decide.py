@@ -2,20 +2,21 @@
 
 One tick is a sequence of named steps, each its own module and each testable alone:
 measure (estimate), the per-pod range (cpu_range), sizing, the zero rules (zero), panic,
-the stabilization windows and rate policies, the min/max clamp (limits), scheduled floors
-(schedules), the reason text.
+the stabilization windows and rate policies, the min/max clamp (limits), the floors of
+schedules and predicted bursts (floors), the reason text.
 Missing or stale signals hold the current size; a paused pool keeps everything.
 """
 
 from __future__ import annotations
 
 from celeriac.policy.cpu_range import pod_range
-from celeriac.policy.estimate import DEFAULT_STARTUP_S, measure
+from celeriac.policy.estimate import measure
+from celeriac.policy.floors import capacity_floor, with_learned_profile
 from celeriac.policy.limits import clamp, scale_down, scale_up
 from celeriac.policy.model import Decision, Mode, PolicyInput, Recommendation, ScaleEvent
 from celeriac.policy.panic import panic_until
 from celeriac.policy.reason import MAX_REASON_CHARS, observed, reason_text
-from celeriac.policy.schedules import raised_to_floor, schedule_floor
+from celeriac.policy.schedules import raised_to_floor
 from celeriac.policy.sizing import current_load, size
 from celeriac.policy.zero import zero_floor
 
@@ -84,7 +85,7 @@ def decide(inp: PolicyInput) -> Decision:
     if hold is not None:
         return hold
     scaling, now, current = inp.scaling, inp.now, inp.current_replicas
-    mem = measure(inp)
+    mem = with_learned_profile(inp, measure(inp))
     range_min, range_max, cpu_note = pod_range(inp, inp.memory.range_max)
     per_pod = max(range_max, 1)
     load = current_load(inp, mem)
@@ -104,10 +105,8 @@ def decide(inp: PolicyInput) -> Decision:
     past = [r for r in mem.recommendations if now - r.t <= HISTORY_S]
     events = [e for e in mem.scale_events if now - e.t <= HISTORY_S]
     desired, limited_by = limited(inp, raw, until is not None, past, events)
-    # Windows are looked at a start-up ahead, so their pods are ready when they open.
-    lead_s = mem.startup_s or DEFAULT_STARTUP_S
-    floor, window = schedule_floor(scaling.schedules, now + lead_s)
-    desired, limited_by = raised_to_floor(desired, limited_by, floor, window, scaling.max_replicas)
+    floor, why = capacity_floor(inp, mem, per_pod)
+    desired, limited_by = raised_to_floor(desired, limited_by, floor, why, scaling.max_replicas)
     if desired != current:
         events.append(ScaleEvent(t=now, from_replicas=current, to_replicas=desired))
     idle = desired == 0 and current == 0 and scaling.min_replicas == 0

@@ -41,6 +41,26 @@ class ArrivalSample(Frozen):
     running: float = 0.0
 
 
+class ProfileEntry(Frozen):
+    """Arrivals seen in one minute of the day (`period_min` 1440) or of the week (10080)."""
+
+    minute: int = Field(ge=0, description="Minute within the period.")
+    period_min: int
+    tasks: float = Field(ge=0, description="Tasks that arrived in that minute, smoothed.")
+    peak_per_s: float = Field(ge=0, description="Fastest arrival rate seen within it.")
+    seen: int = Field(ge=1, description="Consecutive periods it was seen in.")
+    last: int = Field(description="Index of the period it was last seen in.")
+
+
+class ArrivalProfile(Frozen):
+    """What predictive scaling learned, and the minute it is counting now."""
+
+    entries: list[ProfileEntry] = Field(default_factory=list)
+    minute: int | None = Field(default=None, description="Minutes since the epoch, counting now.")
+    tasks: float = 0.0
+    peak_per_s: float = 0.0
+
+
 class PolicyMemory(Frozen):
     """What the policy needs to remember between ticks; persisted in the pool's status."""
 
@@ -62,6 +82,9 @@ class PolicyMemory(Frozen):
         default=None, description="Smoothed time from asking for a pod to it being ready."
     )
     last_ready: int | None = None
+    profile: ArrivalProfile = Field(
+        default_factory=ArrivalProfile, description="Only with scaling.predictive.enabled."
+    )
 
 
 class PolicyInput(Frozen):

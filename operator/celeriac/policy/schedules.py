@@ -10,6 +10,7 @@ alternatives and KEDA users' Python tooling use), so DST and ranges follow its r
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -34,10 +35,17 @@ def _last(expression: str, at: datetime) -> float:
 
 
 def is_open(window: ScheduleWindow, at_s: float) -> bool:
-    # One second on: croniter's get_prev is strictly before its start, and a window opens at
-    # its start time, not a minute after.
-    at = datetime.fromtimestamp(at_s + 1, tz=UTC).astimezone(ZoneInfo(window.time_zone))
-    return _last(window.start, at) > _last(window.end, at)
+    return _open_in_minute(window.start, window.end, window.time_zone, int(at_s // 60))
+
+
+@lru_cache(maxsize=4096)
+def _open_in_minute(start: str, end: str, time_zone: str, minute: int) -> bool:
+    """Cron has minute resolution, so a window is open or closed for a whole minute: cached,
+    since croniter walks the calendar and a pool asks every few seconds."""
+    # One second into the minute: croniter's get_prev is strictly before its start, and a
+    # window opens at its start time, not a minute after.
+    at = datetime.fromtimestamp(minute * 60 + 1, tz=UTC).astimezone(ZoneInfo(time_zone))
+    return _last(start, at) > _last(end, at)
 
 
 def schedule_floor(windows: list[ScheduleWindow], at_s: float) -> tuple[int, str | None]:
@@ -50,10 +58,10 @@ def schedule_floor(windows: list[ScheduleWindow], at_s: float) -> tuple[int, str
 
 
 def raised_to_floor(
-    desired: int, limited_by: str | None, floor: int, window: str | None, max_replicas: int
+    desired: int, limited_by: str | None, floor: int, why: str | None, max_replicas: int
 ) -> tuple[int, str | None]:
-    """A schedule only ever raises the decision (up to maxReplicas), never lowers it."""
+    """A floor only ever raises the decision (up to maxReplicas), never lowers it."""
     floor = min(floor, max_replicas)
     if floor > desired:
-        return floor, f"schedule {window}"
+        return floor, why
     return desired, limited_by
