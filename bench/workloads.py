@@ -6,6 +6,7 @@ import math
 import random
 from collections.abc import Callable
 
+from celeriac.api.pool import ScheduleWindow
 from celeriac.sim.trace import Task
 
 MEAN_SERVICE_S = 2.0
@@ -78,6 +79,47 @@ def idle_then_dump(seed: int) -> list[Task]:
     return quiet + dump
 
 
+DAY_S = 86_400.0
+
+
+def long_task_mix(seed: int) -> list[Task]:
+    """Short tasks at high priority with 5 % of 1-10 minute reports at low priority (Redis
+    priority 0 is served first): the long ones hold processes while short ones keep coming."""
+    rng = random.Random(seed)
+
+    def service() -> float:
+        return rng.uniform(60.0, 600.0) if rng.random() < 0.05 else rng.expovariate(1.0)
+
+    tasks = _poisson(rng, lambda t: 4.0, 1800, service)
+    return [Task(t.enqueue_s, t.service_s, priority=9 if t.service_s >= 60 else 0) for t in tasks]
+
+
+def _daily(days: int, at_s: float, burst: Callable[[float], list[Task]]) -> list[Task]:
+    """An idle queue, and the same burst at the same time every day."""
+    tasks = [task for day in range(days) for task in burst(day * DAY_S + at_s)]
+    return sorted(tasks, key=lambda t: t.enqueue_s)
+
+
+def recurring_daily_burst(seed: int) -> list[Task]:
+    """3 days: at 09:00 every day 4000 tasks of ~1 s arrive within a minute."""
+    rng = random.Random(seed)
+
+    def burst(start: float) -> list[Task]:
+        return [Task(start + rng.uniform(0, 60), rng.expovariate(1.0)) for _ in range(4000)]
+
+    return _daily(3, 9 * 3600.0, burst)
+
+
+def recurring_batch_dump(seed: int) -> list[Task]:
+    """3 days: at 02:00 every day a batch job enqueues 5000 tasks of ~0.5 s at once."""
+    rng = random.Random(seed)
+
+    def dump(start: float) -> list[Task]:
+        return [Task(start + i * 0.001, rng.expovariate(2.0)) for i in range(5000)]
+
+    return _daily(3, 2 * 3600.0, dump)
+
+
 SHAPES: dict[str, Callable[[int], list[Task]]] = {
     "steady": steady,
     "step-10x": step,
@@ -85,4 +127,19 @@ SHAPES: dict[str, Callable[[int], list[Task]]] = {
     "on-off": on_off,
     "heavy-tail": heavy_tail,
     "idle-then-10k": idle_then_dump,
+    "long-task-mix": long_task_mix,
+    "daily-burst": recurring_daily_burst,
+    "daily-batch-dump": recurring_batch_dump,
+}
+
+# What an owner who knows the recurring load declares (spec.scaling.schedules), for the
+# `celeriac-scheduled` runs: floors sized from the burst (4000 x 1 s within a minute: ~67 busy
+# slots / 0.85 = 20 pods; 5000 x 0.5 s started within 10 s: 250 slots = 63 pods).
+SCHEDULES: dict[str, list[ScheduleWindow]] = {
+    "daily-burst": [
+        ScheduleWindow(name="morning", start="0 9 * * *", end="2 9 * * *", min_replicas=20)
+    ],
+    "daily-batch-dump": [
+        ScheduleWindow(name="nightly", start="0 2 * * *", end="1 2 * * *", min_replicas=64)
+    ],
 }

@@ -369,6 +369,7 @@ class Simulation:
             timeline=self.timeline,
             slo_wait_s=cfg.slo_wait_s,
             drain_s=drain_times(tasks, self.waits),
+            pod_spans=[(p.requested_at, p.gone_at or now) for p in self.gone],
         )
 
 

@@ -51,6 +51,11 @@ class SimResult:
     timeline: list[TimelinePoint]
     slo_wait_s: float
     drain_s: list[float] = field(default_factory=list)  # per burst, see drain_times
+    pod_spans: list[tuple[float, float]] = field(default_factory=list)  # billed (from, to)
+
+    def pod_seconds_between(self, start_s: float, end_s: float) -> float:
+        """Pod-seconds billed within [start_s, end_s): one day of a multi-day run."""
+        return sum(max(0.0, min(b, end_s) - max(a, start_s)) for a, b in self.pod_spans)
 
     @property
     def tasks(self) -> int:
