@@ -122,7 +122,6 @@ def decide(inp: PolicyInput) -> Decision:
         mode=mode,
         reason=reason_text(seen, current, desired, raw, limited_by, mode == Mode.PANIC),
         limited_by=limited_by,
-        unclamped_replicas=raw,
         memory=mem.model_copy(
             update={
                 "recommendations": recs[-KEEP_RECOMMENDATIONS:],

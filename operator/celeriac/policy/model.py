@@ -114,5 +114,4 @@ class Decision(Frozen):
     limited_by: str | None = Field(
         default=None, description="minReplicas, maxReplicas, a rate limit or stabilization, if any."
     )
-    unclamped_replicas: int | None = None
     memory: PolicyMemory
