@@ -3,7 +3,7 @@ and ask for pods a start-up ahead of a minute that brought a burst on each of th
 days, or in the same minute last week.
 
 Kept compact for the pool's status (so it survives operator restarts): only minutes that
-brought at least MIN_TASKS are remembered, at most MAX_ENTRIES of them, each as a smoothed
+brought at least MIN_TASKS are remembered, at most MAX_ENTRIES of them (about 25 KB of status at most), each as a smoothed
 count and the fastest rate seen within it. Minutes are UTC minutes since the epoch, so a
 pattern tied to local time shifts by an hour across a DST change and is relearned in two days.
 
@@ -22,7 +22,7 @@ MINUTE_S = 60
 DAY_MIN = 1440
 WEEK_MIN = 10080
 MIN_TASKS = 50.0  # a minute with fewer arrivals is not a burst worth pods ahead of it
-MAX_ENTRIES = 512
+MAX_ENTRIES = 256
 SMOOTHING = 0.5  # weight of the newest occurrence in the smoothed count and peak
 
 
