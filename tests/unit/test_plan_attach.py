@@ -218,9 +218,10 @@ def test_a_pod_that_turned_busy_after_the_ranking_holds_the_scale_in_and_is_rank
     world = _users_deployment(3, ready=3)
     world.pods = [ready_pod(f"mine-{c}") for c in "abc"]
     world.probed = {p: ProbedLoad(NOW, 0) for p in ("mine-a", "mine-b", "mine-c")}
-    world.tick(wants(2), spec=ATTACHED, signals=IDLE)  # all idle: ranked alike
+    world.tick(wants(3), spec=ATTACHED, signals=IDLE)  # all idle: ranked alike
     world.probed["mine-a"] = ProbedLoad(NOW + 4, 1)  # the newest answer: a task started
     world.tick(wants(2), spec=ATTACHED, signals=IDLE, now=NOW + 5)
+    # Ranked alike, the ReplicaSet might pick mine-a: wait until it sees mine-a's new cost.
     assert world.target_scales == []
     assert "ranking pods" in world.statuses[-1]["reason"]
     cost = world.annotations["mine-a"]["controller.kubernetes.io/pod-deletion-cost"]
@@ -228,6 +229,14 @@ def test_a_pod_that_turned_busy_after_the_ranking_holds_the_scale_in_and_is_rank
         world.annotations["mine-b"]["controller.kubernetes.io/pod-deletion-cost"]
     )
     world.tick(wants(2), spec=ATTACHED, signals=IDLE, now=NOW + 6)
+    assert world.target_scales == [2]
+
+
+def test_removing_idle_pods_does_not_wait_for_a_ranking() -> None:
+    world = _users_deployment(3, ready=3)
+    world.pods = [ready_pod(f"mine-{c}") for c in "abc"]
+    world.probed = {p: ProbedLoad(NOW, 0) for p in ("mine-a", "mine-b", "mine-c")}
+    world.tick(wants(2), spec=ATTACHED, signals=IDLE)
     assert world.target_scales == [2]
 
 

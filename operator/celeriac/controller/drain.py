@@ -48,7 +48,8 @@ def drain(
 
     The ReplicaSet controller reads pod-deletion-cost from its informer cache, so a cost
     written together with a lower replica count may not be seen yet: a scale-in waits one
-    tick whenever a ranking had to change.
+    tick when, by the costs the ReplicaSet sees now, a busy pod could be among those removed
+    (a cost that changes without putting a busy pod at risk holds nothing up).
     """
     if current is None or signals is None or signals.workers is None:
         return Drained(decision, None, {})
@@ -83,13 +84,42 @@ def drain(
     consumers = consumer_change(spec, signals, live, leaving, decision)
     if decision.desired_replicas >= current:
         return Drained(decision, None, costs, consumers)
-    if costs:
+    removing = current - scale_in.allowed_replicas
+    seen = {p.name: _as_cost(p.deletion_cost) for p in live}  # what the ReplicaSet sees now
+    if costs and _leaving(live, seen, removing) != _leaving(
+        live, scale_in.deletion_costs, removing
+    ):
         held = _held(decision, current, "ranking pods before scale-in")
         return Drained(held, obs.previous.drain_hold_since, costs, consumers, ask)
     if scale_in.allowed_replicas == decision.desired_replicas:
         return Drained(decision, None, costs, consumers, ask)
     held = _held(decision, scale_in.allowed_replicas, scale_in.reason)
     return Drained(held, busy_since, costs, consumers, ask)
+
+
+def _busy_pod_may_go(live: list[PodView], running: dict[str, int], removing: int) -> bool:
+    """Whether removing `removing` pods by the costs the ReplicaSet sees now could take a
+    busy pod: its cost is at or below the highest cost among those removed (the ReplicaSet
+    breaks ties by its own rules, so a tie counts as 'may go')."""
+    if removing <= 0:
+        return False
+    seen = sorted(_as_cost(p.deletion_cost) for p in live if p.ready)
+    if not seen:
+        return False
+    boundary = seen[min(removing, len(seen)) - 1]
+    return any(
+        running.get(p.name, 0) > 0 and _as_cost(p.deletion_cost) <= boundary
+        for p in live
+        if p.ready
+    )
+
+
+def _as_cost(annotation: str | None) -> int:
+    """pod-deletion-cost as the ReplicaSet reads it: absent or unparsable is 0."""
+    try:
+        return int(annotation) if annotation is not None else 0
+    except ValueError:
+        return 0
 
 
 def _leaving(live: list[PodView], costs: dict[str, int], count: int) -> set[str]:

@@ -36,14 +36,15 @@ class ScaleInPlan:
 def deletion_cost(pod: PodState) -> int:
     """Not-ready pods are cheapest, then idle ones; busy ones cost more the more they run.
 
-    The value depends only on readiness and the running count, not on time or age, so it
-    changes (and costs a pod PATCH) only when a pod's load does.
+    The value depends only on readiness and the running count in powers of two (1, 2-3,
+    4-7, ...), not on time or age, so it changes (and costs a pod PATCH, and may hold a
+    scale-in for a tick) only when a pod's load changes by a factor, not with every task.
     """
     if not pod.ready:
         return 0
     if not pod.running:
         return IDLE_COST
-    return BUSY_BASE_COST + min(pod.running, 1000) * 1000
+    return BUSY_BASE_COST + min(pod.running, 1000).bit_length() * 1000
 
 
 def plan_scale_in(
