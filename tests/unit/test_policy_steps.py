@@ -10,7 +10,7 @@ from celeriac.api.pool import Concurrency, HPAScalingPolicy, Scaling, ScalingRul
 from celeriac.policy.cpu_range import pod_range
 from celeriac.policy.decide import held_on_stale_signals, paused
 from celeriac.policy.estimate import little_service
-from celeriac.policy.limits import clamp, rate_limit, scale_down, scale_up, stabilized
+from celeriac.policy.limits import History, clamp, rate_limit, scale_down, scale_up, stabilized
 from celeriac.policy.model import (
     ArrivalSample,
     Mode,
@@ -208,16 +208,16 @@ def test_scale_up_and_down_name_what_limited_them() -> None:
         stabilization_window_seconds=0,
         policies=[HPAScalingPolicy(type="Pods", value=2, period_seconds=15)],
     )
-    assert scale_up(10, 3, up, [], [], NOW) == (5, "scaleUp policy")
+    assert scale_up(10, 3, up, History([], [], NOW)) == (5, "scaleUp policy")
     down = ScalingRules(
         stabilization_window_seconds=60,
         policies=[HPAScalingPolicy(type="Percent", value=50, period_seconds=30)],
     )
-    assert scale_down(1, 8, down, [Recommendation(t=NOW - 5, replicas=6)], [], NOW) == (
+    assert scale_down(1, 8, down, History([Recommendation(t=NOW - 5, replicas=6)], [], NOW)) == (
         6,
         "scaleDown stabilization",
     )
-    assert scale_down(1, 8, down, [], [], NOW) == (4, "scaleDown policy")
+    assert scale_down(1, 8, down, History([], [], NOW)) == (4, "scaleDown policy")
 
 
 def test_min_and_max_clamp_last() -> None:

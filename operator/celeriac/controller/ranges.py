@@ -12,36 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol
 
 from celeriac.actuators import render
-from celeriac.actuators.celery_control import RangeResult
+from celeriac.actuators.celery_control import CeleryControl, RangeResult
 from celeriac.controller.drain import ConsumerChange
 from celeriac.controller.observation import PoolRef
 from celeriac.controller.plan import Event, RangeChange
 
 log = logging.getLogger(__name__)
-
-
-class ControlEdge(Protocol):
-    def apply_range(
-        self,
-        broker_url: str,
-        hostnames: Iterable[str],
-        range_min: int,
-        range_max: int,
-        global_keyprefix: str = "",
-    ) -> RangeResult: ...
-
-    def set_consuming(
-        self,
-        broker_url: str,
-        hostnames: Iterable[str],
-        queues: Iterable[str],
-        consume: bool,
-        global_keyprefix: str = "",
-    ) -> list[str]: ...
 
 
 class PodAnnotator(Protocol):
@@ -76,7 +56,7 @@ def send_range(
     change: RangeChange,
     broker_url: str,
     keyprefix: str,
-    control: ControlEdge,
+    control: CeleryControl,
     kube: PodAnnotator,
 ) -> list[Event]:
     """Blocking: apply, confirm, then record the range on each confirmed pod, where the
@@ -97,7 +77,7 @@ def send_consumers(
     change: ConsumerChange,
     broker_url: str,
     keyprefix: str,
-    control: ControlEdge,
+    control: CeleryControl,
     kube: PodAnnotator,
 ) -> list[Event]:
     """Blocking: stop the leaving workers consuming (resume those no longer leaving), and

@@ -12,7 +12,7 @@ from __future__ import annotations
 from celeriac.policy.cpu_range import pod_range
 from celeriac.policy.estimate import measure
 from celeriac.policy.floors import capacity_floor, with_learned_profile
-from celeriac.policy.limits import clamp, scale_down, scale_up
+from celeriac.policy.limits import History, clamp, scale_down, scale_up
 from celeriac.policy.model import Decision, Mode, PolicyInput, Recommendation, ScaleEvent
 from celeriac.policy.panic import panic_until
 from celeriac.policy.reason import MAX_REASON_CHARS, observed, reason_text
@@ -65,16 +65,15 @@ def limited(
     """The need through panic, the stabilization windows and rate policies, then min/max."""
     current, behavior = inp.current_replicas, inp.scaling.behavior
     desired, limited_by = raw, None
+    seen = History(past, events, inp.now)
     if raw > current:
         if not panicking:
-            desired, limited_by = scale_up(raw, current, behavior.scale_up, past, events, inp.now)
+            desired, limited_by = scale_up(raw, current, behavior.scale_up, seen)
     elif raw < current:
         if panicking:
             desired, limited_by = current, "panic"
         else:
-            desired, limited_by = scale_down(
-                raw, current, behavior.scale_down, past, events, inp.now
-            )
+            desired, limited_by = scale_down(raw, current, behavior.scale_down, seen)
     return clamp(desired, limited_by, inp.scaling.min_replicas, inp.scaling.max_replicas)
 
 

@@ -5,6 +5,7 @@ them, what limited the change (shown in the status and the reason)."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from celeriac.api.pool import HPAScalingPolicy, ScalingRules
 from celeriac.policy.model import Recommendation, ScaleEvent
@@ -51,32 +52,29 @@ def stabilized(
     return min(current, max(window))
 
 
-def scale_up(
-    raw: int,
-    current: int,
-    rules: ScalingRules,
-    past: list[Recommendation],
-    events: list[ScaleEvent],
-    now: float,
-) -> tuple[int, str | None]:
-    desired = stabilized(raw, current, past, rules.stabilization_window_seconds, now)
-    limit = rate_limit(rules, current, events, now, up=True)
+@dataclass(frozen=True)
+class History:
+    """What the rate rules look back on: past recommendations and scaling events."""
+
+    past: list[Recommendation]
+    events: list[ScaleEvent]
+    now: float
+
+
+def scale_up(raw: int, current: int, rules: ScalingRules, seen: History) -> tuple[int, str | None]:
+    desired = stabilized(raw, current, seen.past, rules.stabilization_window_seconds, seen.now)
+    limit = rate_limit(rules, current, seen.events, seen.now, up=True)
     if limit is not None and desired > limit:
         return max(limit, current), "scaleUp policy"
     return desired, None
 
 
 def scale_down(
-    raw: int,
-    current: int,
-    rules: ScalingRules,
-    past: list[Recommendation],
-    events: list[ScaleEvent],
-    now: float,
+    raw: int, current: int, rules: ScalingRules, seen: History
 ) -> tuple[int, str | None]:
-    desired = stabilized(raw, current, past, rules.stabilization_window_seconds, now)
+    desired = stabilized(raw, current, seen.past, rules.stabilization_window_seconds, seen.now)
     limited_by = "scaleDown stabilization" if desired > raw else None
-    limit = rate_limit(rules, current, events, now, up=False)
+    limit = rate_limit(rules, current, seen.events, seen.now, up=False)
     if limit is not None and desired < limit:
         return min(limit, current), "scaleDown policy"
     return desired, limited_by
