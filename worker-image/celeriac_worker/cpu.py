@@ -1,4 +1,10 @@
-"""CPU used by the worker's process tree, in cores, sampled at most once a second."""
+"""CPU used by the worker's process tree over the last second, in cores.
+
+Samples are taken on the autoscaler's ticks (a few per second) and the rate is computed
+over a sliding window, so a reading after an idle spell covers the last second only
+instead of everything since the previous reading (which was mostly idle time and hid a
+burst that had just started).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,40 @@ import contextlib
 import os
 import threading
 import time
+from collections import deque
 
 import psutil
 
+WINDOW_S = 1.0
+# cores() between ticks takes a fresh sample when the newest is older than this.
+STALE_S = 0.25
+
+
+def windowed_rate(samples: list[tuple[float, float]], now_s: float, window_s: float) -> float:
+    """CPU seconds per second from the oldest sample inside the window to the newest.
+
+    `samples` are (time, cumulative CPU seconds), oldest first. Only when the newest is
+    the one sample inside the window does the one before it serve as the start (ticks
+    stopped for a while). Exited children take their CPU time with them, so a drop never
+    yields a negative rate.
+    """
+    if len(samples) < 2:
+        return 0.0
+    newest_t, newest_cpu = samples[-1]
+    inside = [s for s in samples[:-1] if s[0] >= now_s - window_s]
+    start_t, start_cpu = inside[0] if inside else samples[-2]
+    if newest_t <= start_t:
+        return 0.0
+    return max(0.0, (newest_cpu - start_cpu) / (newest_t - start_t))
+
 
 class CpuSampler:
-    def __init__(self, pid: int | None = None, min_interval_s: float = 1.0) -> None:
+    def __init__(self, pid: int | None = None, window_s: float = WINDOW_S) -> None:
         self.root = psutil.Process(pid or os.getpid())
-        self.min_interval_s = min_interval_s
+        self.window_s = window_s
         self._lock = threading.Lock()
-        self._last_t = time.monotonic()
-        self._last_cpu = self._tree_cpu_s()
-        self._cores = 0.0
+        self._samples: deque[tuple[float, float]] = deque()
+        self.sample()
 
     def _tree_cpu_s(self) -> float:
         total = 0.0
@@ -32,13 +60,18 @@ class CpuSampler:
             total += times.user + times.system
         return total
 
-    def cores(self) -> float:
-        """Cores busy since the previous sample (1.0 = one core fully used)."""
+    def sample(self) -> None:
+        now, cpu = time.monotonic(), self._tree_cpu_s()
         with self._lock:
-            now = time.monotonic()
-            if now - self._last_t >= self.min_interval_s:
-                cpu = self._tree_cpu_s()
-                # Exited children take their CPU time with them: never report a negative rate.
-                self._cores = max(0.0, (cpu - self._last_cpu) / (now - self._last_t))
-                self._last_t, self._last_cpu = now, cpu
-            return self._cores
+            self._samples.append((now, cpu))
+            while len(self._samples) > 2 and self._samples[0][0] < now - self.window_s:
+                self._samples.popleft()
+
+    def cores(self) -> float:
+        """Cores busy over the last window (1.0 = one core fully used)."""
+        with self._lock:
+            stale = not self._samples or time.monotonic() - self._samples[-1][0] > STALE_S
+        if stale:
+            self.sample()
+        with self._lock:
+            return windowed_rate(list(self._samples), time.monotonic(), self.window_s)
