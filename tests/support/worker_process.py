@@ -98,6 +98,22 @@ class WorkerFactory:
             worker.stop()
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (a prefork worker's pool processes), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we listed
+        # The command name is parenthesised and may hold spaces; the ppid follows it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
 def control_app(broker_url: str) -> Celery:
     return Celery("test-control", broker=broker_url, backend=broker_url)
 

@@ -36,7 +36,7 @@ RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 # Re-read on Celery's own ticks (each task received, and every keepalive when idle).
 RANGE_FILE_RELOAD_S = 5.0
 # Celery's timer period for `maybe_scale`: how soon a measured task or an idle pool acts.
-TICK_S = 0.25
+TICK_S = 0.1
 
 
 def parse_range(text: str) -> tuple[int, int] | None:
@@ -113,7 +113,7 @@ class CeleriacAutoscaler(Autoscaler):
             self.limits.memory_bytes,
             self.limits.memory_source,
         )
-        self.cpu = CpuSampler()
+        self.cpu = CpuSampler(self.pool_pids)
         self.demand = TaskDemand(proc_stats.cpu_demand_ns)
         OBSERVER.on_accepted.append(
             lambda task_id, name, pid: self.demand.started(task_id, name, pid, time.monotonic())
@@ -158,6 +158,12 @@ class CeleriacAutoscaler(Autoscaler):
 
     # --- observation (I/O) ----------------------------------------------------------
 
+    def pool_pids(self) -> list[int]:
+        # billiard's Pool keeps its worker processes in `_pool`; before the pool starts
+        # (or after it closed) there is none.
+        workers = getattr(getattr(self.pool, "_pool", None), "_pool", None) or []
+        return [int(p.pid) for p in workers if getattr(p, "pid", None)]
+
     def _task_names(self) -> list[str]:
         """Names of the tasks this worker holds: running first, then waiting in arrival order."""
         running = list(state.active_requests)
@@ -170,12 +176,8 @@ class CeleriacAutoscaler(Autoscaler):
         limit = self.limits.memory_bytes
         if limit is None:
             return None, None
-        main_rss = proc_stats.rss_bytes(self.cpu.root.pid) or 0
-        try:
-            children = self.cpu.root.children()
-        except Exception:  # noqa: BLE001 - psutil errors while listing: no reading this tick
-            children = []
-        peaks = [proc_stats.peak_rss_bytes(child.pid) or 0 for child in children]
+        main_rss = proc_stats.rss_bytes(self.cpu.pid) or 0
+        peaks = [proc_stats.peak_rss_bytes(pid) or 0 for pid in self.pool_pids()]
         return limit * self.env.target_memory - main_rss, max(peaks, default=0) or None
 
     def view(self, processes: int) -> pool_sizing.PoolView:
@@ -204,6 +206,8 @@ class CeleriacAutoscaler(Autoscaler):
             # closed pool its size raised and turned a clean shutdown into exit code 1.
             return False
         self._reload_range_file()
+        if not state.reserved_requests and procs == self.min_concurrency:
+            return False  # idle at the floor: nothing to measure, nothing to decide
         view = self.view(procs)
         sizing = pool_sizing.size_for(view)
         self._note_hold(sizing)

@@ -8,13 +8,13 @@ burst that had just started).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
-import psutil
+from celeriac_worker.proc_stats import cpu_run_s
 
 WINDOW_S = 1.0
 # cores() between ticks takes a fresh sample when the newest is older than this.
@@ -40,28 +40,19 @@ def windowed_rate(samples: list[tuple[float, float]], now_s: float, window_s: fl
 
 
 class CpuSampler:
-    def __init__(self, pid: int | None = None, window_s: float = WINDOW_S) -> None:
-        self.root = psutil.Process(pid or os.getpid())
+    """The worker's main process and its pool processes (the pool names its own pids:
+    cheaper than scanning /proc for children on every tick)."""
+
+    def __init__(self, pool_pids: Callable[[], list[int]], window_s: float = WINDOW_S) -> None:
+        self.pid = os.getpid()
+        self.pool_pids = pool_pids
         self.window_s = window_s
         self._lock = threading.Lock()
         self._samples: deque[tuple[float, float]] = deque()
         self.sample()
 
-    def _tree_cpu_s(self) -> float:
-        total = 0.0
-        procs = [self.root]
-        with contextlib.suppress(psutil.Error):
-            procs += self.root.children(recursive=True)
-        for proc in procs:
-            try:
-                times = proc.cpu_times()
-            except psutil.Error:
-                continue  # a child that exited between listing and reading
-            total += times.user + times.system
-        return total
-
     def sample(self) -> None:
-        now, cpu = time.monotonic(), self._tree_cpu_s()
+        now, cpu = time.monotonic(), cpu_run_s([self.pid, *self.pool_pids()])
         with self._lock:
             self._samples.append((now, cpu))
             while len(self._samples) > 2 and self._samples[0][0] < now - self.window_s:

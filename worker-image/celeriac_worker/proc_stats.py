@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 
 
-def parse_schedstat(text: str) -> int | None:
-    """'<run ns> <wait ns> <slices>' -> run + wait ns."""
+def parse_schedstat(text: str) -> tuple[int, int] | None:
+    """'<run ns> <wait ns> <slices>' -> (run ns, run-queue wait ns)."""
     parts = text.split()
     if len(parts) < 2:
         return None
     try:
-        return int(parts[0]) + int(parts[1])
+        return int(parts[0]), int(parts[1])
     except ValueError:
         return None
 
@@ -35,22 +35,38 @@ def parse_status_kib(text: str, field: str) -> int | None:
     return None
 
 
-def cpu_demand_ns(pid: int, proc: str = "/proc") -> int | None:
-    """Run + run-queue wait of every thread of `pid`; None if it is gone."""
+def schedstat_ns(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
+    """(run ns, run-queue wait ns) summed over every thread of `pid`; None if it is gone."""
     base = f"{proc}/{pid}/task"
     try:
         threads = os.listdir(base)
     except OSError:
         return None
-    total = 0
+    run = wait = 0
     for tid in threads:
         try:
             with open(f"{base}/{tid}/schedstat") as f:
                 value = parse_schedstat(f.read())
         except OSError:
             continue  # a thread that ended between listing and reading
-        total += value or 0
-    return total
+        if value is not None:
+            run, wait = run + value[0], wait + value[1]
+    return run, wait
+
+
+def cpu_demand_ns(pid: int, proc: str = "/proc") -> int | None:
+    """CPU `pid` wanted so far: run time plus time runnable but waiting for a core."""
+    stat = schedstat_ns(pid, proc)
+    return None if stat is None else stat[0] + stat[1]
+
+
+def cpu_run_s(pids: list[int], proc: str = "/proc") -> float:
+    """CPU time these processes used, in seconds (gone ones count nothing)."""
+    total = 0
+    for pid in pids:
+        stat = schedstat_ns(pid, proc)
+        total += 0 if stat is None else stat[0]
+    return total / 1e9
 
 
 def peak_rss_bytes(pid: int, proc: str = "/proc") -> int | None:

@@ -22,7 +22,7 @@ MAX_IN_FLIGHT = 4096
 # Shorter windows are mostly scheduling noise.
 MIN_WINDOW_S = 0.02
 # Long tasks are re-measured at most this often while running.
-LIVE_WINDOW_S = 0.25
+LIVE_WINDOW_S = 0.1
 ALPHA = 0.3
 
 DemandReader = Callable[[int], int | None]
