@@ -1,61 +1,78 @@
-"""Per-task CPU demand: measured from each task's own start, learned per task name, bounded."""
+"""Per-task CPU share: measured from each task's own start, apart from queueing, learned per name."""
 
 import os
 import time
 
+import pytest
+
 from celeriac_worker import proc_stats
 from celeriac_worker.cpu import windowed_rate
-from celeriac_worker.task_demand import MAX_IN_FLIGHT, MAX_NAMES, TaskDemand
+from celeriac_worker.task_demand import MAX_IN_FLIGHT, MAX_NAMES, TaskDemand, core_share
+
+MS = 1_000_000
 
 
 class FakeProcesses:
-    """Cumulative run + wait ns per pid, advanced by the test."""
+    """Cumulative (run ns, run-queue wait ns) per pid, advanced by the test."""
 
     def __init__(self) -> None:
-        self.ns: dict[int, int] = {}
+        self.ns: dict[int, tuple[int, int]] = {}
 
-    def read(self, pid: int) -> int | None:
+    def read(self, pid: int) -> tuple[int, int] | None:
         return self.ns.get(pid)
+
+    def advance(self, pid: int, run_ms: int, wait_ms: int = 0) -> None:
+        run, wait = self.ns[pid]
+        self.ns[pid] = (run + run_ms * MS, wait + wait_ms * MS)
 
 
 def test_a_task_is_measured_from_its_own_start_not_from_idle_time() -> None:
     procs = FakeProcesses()
-    procs.ns[10] = 5_000_000_000  # 5 s of earlier work, then a long idle spell
+    procs.ns[10] = (5_000 * MS, 0)  # 5 s of earlier work, then a long idle spell
     demand = TaskDemand(procs.read)
     demand.started("t1", "render", 10, now_s=100.0)
-    procs.ns[10] += 200_000_000  # 0.2 s of CPU in 0.2 s
+    procs.advance(10, run_ms=200)
     demand.finished("t1", now_s=100.2)
-    assert demand.cores("render") is not None
-    assert abs((demand.cores("render") or 0) - 1.0) < 1e-9
+    assert demand.cores("render") == pytest.approx(1.0)
 
 
-def test_a_sleeping_task_wants_almost_nothing() -> None:
+def test_a_cpu_bound_task_sharing_a_core_with_three_others_still_reads_one_core() -> None:
     procs = FakeProcesses()
-    procs.ns[11] = 0
+    procs.ns[10] = (0, 0)
+    demand = TaskDemand(procs.read)
+    demand.started("t1", "render", 10, now_s=0.0)
+    procs.advance(10, run_ms=200, wait_ms=600)
+    demand.finished("t1", now_s=0.8)
+    assert demand.cores("render") == pytest.approx(1.0)
+
+
+def test_a_sleeping_task_on_a_crowded_node_wants_almost_nothing() -> None:
+    procs = FakeProcesses()
+    procs.ns[11] = (0, 0)
     demand = TaskDemand(procs.read)
     demand.started("t1", "sleep", 11, now_s=0.0)
-    procs.ns[11] += 2_000_000
-    demand.finished("t1", now_s=0.1)
-    assert abs((demand.cores("sleep") or 0) - 0.02) < 1e-9
+    # 5 ms of CPU, and 30 ms queued for a core after waking: run + wait would read 0.27.
+    procs.advance(11, run_ms=5, wait_ms=30)
+    demand.finished("t1", now_s=0.130)
+    assert demand.cores("sleep") == pytest.approx(0.05)
     assert demand.cores("never-seen") is None
 
 
 def test_a_long_task_teaches_while_it_runs() -> None:
     procs = FakeProcesses()
-    procs.ns[12] = 0
+    procs.ns[12] = (0, 0)
     demand = TaskDemand(procs.read)
     demand.started("t1", "long", 12, now_s=0.0)
-    procs.ns[12] += 500_000_000
+    procs.advance(12, run_ms=500)
     demand.sample_running(now_s=0.5)
-    assert abs((demand.cores("long") or 0) - 1.0) < 1e-9
-    procs.ns[12] += 0  # then it waits on I/O for a second
-    demand.sample_running(now_s=1.5)
-    assert abs((demand.cores("long") or 0) - 0.7) < 1e-9  # EWMA, alpha 0.3
+    assert demand.cores("long") == pytest.approx(1.0)
+    demand.sample_running(now_s=1.5)  # then it waits on I/O for a second
+    assert demand.cores("long") == pytest.approx(0.7)  # EWMA, alpha 0.3
 
 
 def test_a_vanished_process_teaches_nothing() -> None:
     procs = FakeProcesses()
-    procs.ns[13] = 0
+    procs.ns[13] = (0, 0)
     demand = TaskDemand(procs.read)
     demand.started("t1", "lost", 13, now_s=0.0)
     del procs.ns[13]
@@ -65,36 +82,44 @@ def test_a_vanished_process_teaches_nothing() -> None:
 
 def test_hostile_names_and_ids_stay_bounded() -> None:
     procs = FakeProcesses()
-    procs.ns[14] = 0
+    procs.ns[14] = (0, 0)
     demand = TaskDemand(procs.read)
     for i in range(MAX_IN_FLIGHT + 10):
         demand.started(f"id{i}", "n", 14, now_s=0.0)
     assert len(demand._running) == MAX_IN_FLIGHT
     for i in range(MAX_NAMES + 10):
         demand.started("x", f"name{i}", 14, now_s=0.0)
-        procs.ns[14] += 10_000_000
+        procs.advance(14, run_ms=10)
         demand.finished("x", now_s=1.0)
     assert len(demand._cores) == MAX_NAMES
 
 
-def test_this_process_reports_its_own_cpu_demand_and_peak_memory() -> None:
-    before = proc_stats.cpu_demand_ns(os.getpid())
+@pytest.mark.parametrize(
+    ("run_s", "wait_s", "window_s", "share"),
+    [(0.2, 0.0, 0.2, 1.0), (0.2, 0.6, 0.8, 1.0), (0.0, 0.1, 0.1, 1.0), (0.01, 0.0, 1.0, 0.01)],
+)
+def test_core_share(run_s: float, wait_s: float, window_s: float, share: float) -> None:
+    assert core_share(run_s, wait_s, window_s) == pytest.approx(share)
+
+
+def test_this_process_reports_its_own_cpu_and_peak_memory() -> None:
+    before = proc_stats.schedstat_ns(os.getpid())
     end = time.process_time() + 0.05
     while time.process_time() < end:
         pass
-    after = proc_stats.cpu_demand_ns(os.getpid())
+    after = proc_stats.schedstat_ns(os.getpid())
     assert before is not None
     assert after is not None
-    assert after - before >= 50_000_000
+    assert after[0] - before[0] >= 50 * MS
     peak, rss = proc_stats.peak_rss_bytes(os.getpid()), proc_stats.rss_bytes(os.getpid())
     assert peak is not None
     assert rss is not None
     assert peak >= rss > 0
-    assert proc_stats.cpu_demand_ns(2**22 + 1) is None
+    assert proc_stats.schedstat_ns(2**22 + 1) is None
 
 
 def test_windowed_rate_covers_only_the_last_window() -> None:
     # Idle for 10 s, then a full core for the last 0.5 s: the old reading said 0.05.
     samples = [(0.0, 0.0), (10.0, 0.0), (10.25, 0.25), (10.5, 0.5)]
-    assert windowed_rate(samples, now_s=10.5, window_s=1.0) == 0.5 / 0.5
+    assert windowed_rate(samples, now_s=10.5, window_s=1.0) == pytest.approx(1.0)
     assert windowed_rate(samples[:1], now_s=10.5, window_s=1.0) == 0.0

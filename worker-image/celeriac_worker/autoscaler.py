@@ -114,7 +114,7 @@ class CeleriacAutoscaler(Autoscaler):
             self.limits.memory_source,
         )
         self.cpu = CpuSampler(self.pool_pids)
-        self.demand = TaskDemand(proc_stats.cpu_demand_ns)
+        self.demand = TaskDemand(proc_stats.schedstat_ns)
         OBSERVER.on_accepted.append(
             lambda task_id, name, pid: self.demand.started(task_id, name, pid, time.monotonic())
         )

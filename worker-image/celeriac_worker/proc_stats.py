@@ -1,9 +1,8 @@
 """What one pool process costs, read from /proc: CPU it wanted and memory it reached.
 
-CPU demand is run time plus run-queue wait (`/proc/<pid>/task/*/schedstat`, ns): a task
-that wanted a core but waited for it counts as CPU-bound even when the node is crowded
-or the pool has more processes than cores, where CPU time alone would make eight
-CPU-bound processes on two cores look a quarter busy and invite more growth.
+CPU is run time and run-queue wait (`/proc/<pid>/task/*/schedstat`, ns): with the wait
+known, a task's share of a core can be read apart from how crowded the cores were
+(see task_demand).
 Memory is the peak resident set (`VmHWM` in `/proc/<pid>/status`): what a process
 reached while running a task, not what it holds while idle.
 """
@@ -52,12 +51,6 @@ def schedstat_ns(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
         if value is not None:
             run, wait = run + value[0], wait + value[1]
     return run, wait
-
-
-def cpu_demand_ns(pid: int, proc: str = "/proc") -> int | None:
-    """CPU `pid` wanted so far: run time plus time runnable but waiting for a core."""
-    stat = schedstat_ns(pid, proc)
-    return None if stat is None else stat[0] + stat[1]
 
 
 def cpu_run_s(pids: list[int], proc: str = "/proc") -> float:

@@ -1,10 +1,14 @@
 """How many cores a task of each name wants while it runs, learned from the tasks themselves.
 
-Each task is measured from its own start (the pool process's CPU demand when the main
-process hears it was accepted) to its end, and long tasks also while they run, so an
-idle period never dilutes the reading (the old sampler averaged over the time since its
-previous sample, mostly idle after a quiet spell). A name never measured has no
-estimate: the sizing treats it as CPU-bound until its first task is measured.
+Each task is measured from its own start (when the main process hears its pool process
+accepted it) to its end, and long tasks also while they run, so an idle period never
+dilutes the reading (the old sampler averaged over the time since its previous sample,
+mostly idle after a quiet spell). The share is CPU time over the time the task was not
+waiting for a core (run / (elapsed - run-queue wait)): a CPU-bound task reads 1.0 even
+when eight share two cores (CPU time alone would read 0.25 and invite more growth), and
+a sleeping task reads near 0 even on a crowded node (run + wait over elapsed counted
+each wake-up's queueing as demand). A name never measured has no estimate: the sizing
+treats it as CPU-bound until its first task is measured.
 
 Task names and ids come from the broker and may be hostile: both tables are bounded.
 Clock readings and /proc readings are arguments, so this is testable without processes.
@@ -25,7 +29,8 @@ MIN_WINDOW_S = 0.02
 LIVE_WINDOW_S = 0.1
 ALPHA = 0.3
 
-DemandReader = Callable[[int], int | None]
+# pid -> (run ns, run-queue wait ns) so far, None if the process is gone.
+SchedReader = Callable[[int], tuple[int, int] | None]
 
 
 @dataclass
@@ -33,12 +38,21 @@ class _Running:
     name: str
     pid: int
     since_s: float
-    demand_ns: int
+    run_ns: int
+    wait_ns: int
+
+
+def core_share(run_s: float, wait_s: float, window_s: float) -> float:
+    """CPU time over the time not spent queueing for a core, within [0, 1]."""
+    runnable_s = window_s - wait_s
+    if runnable_s <= 0:
+        return 1.0  # queued all along: it wanted a core the whole time
+    return min(1.0, max(0.0, run_s / runnable_s))
 
 
 class TaskDemand:
-    def __init__(self, read_demand_ns: DemandReader) -> None:
-        self.read_demand_ns = read_demand_ns
+    def __init__(self, read_sched_ns: SchedReader) -> None:
+        self.read_sched_ns = read_sched_ns
         self._cores: OrderedDict[str, float] = OrderedDict()
         self._running: OrderedDict[str, _Running] = OrderedDict()
         self._lock = threading.Lock()
@@ -49,11 +63,11 @@ class TaskDemand:
             return self._cores.get(name)
 
     def started(self, task_id: str, name: str, pid: int, now_s: float) -> None:
-        demand = self.read_demand_ns(pid)
-        if demand is None:
+        stat = self.read_sched_ns(pid)
+        if stat is None:
             return
         with self._lock:
-            self._running[task_id] = _Running(name, pid, now_s, demand)
+            self._running[task_id] = _Running(name, pid, now_s, *stat)
             while len(self._running) > MAX_IN_FLIGHT:
                 self._running.popitem(last=False)
 
@@ -74,11 +88,11 @@ class TaskDemand:
         window_s = now_s - run.since_s
         if window_s < MIN_WINDOW_S:
             return
-        demand = self.read_demand_ns(run.pid)
-        if demand is None or demand < run.demand_ns:
+        stat = self.read_sched_ns(run.pid)
+        if stat is None or stat[0] < run.run_ns or stat[1] < run.wait_ns:
             return  # the process is gone (or the pid was reused)
-        cores = (demand - run.demand_ns) / 1e9 / window_s
-        run.since_s, run.demand_ns = now_s, demand
+        cores = core_share((stat[0] - run.run_ns) / 1e9, (stat[1] - run.wait_ns) / 1e9, window_s)
+        run.since_s, run.run_ns, run.wait_ns = now_s, stat[0], stat[1]
         self._learn(run.name, cores)
 
     def _learn(self, name: str, cores: float) -> None:
