@@ -246,7 +246,6 @@ def table(results: dict[tuple[str, str], list[Run]]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (load, kind), runs in results.items():
-
         m = {a: median_row(runs, a) for a in Run.__dataclass_fields__}
         kills = "/".join(str(r.oom_kills) for r in runs)
         lines.append(

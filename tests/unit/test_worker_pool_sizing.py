@@ -114,10 +114,17 @@ def test_memory_slots_unknown_or_unlimited_is_no_cap() -> None:
 
 
 def test_idle_hold_follows_task_durations_within_bounds() -> None:
-    assert idle_hold_s(None, 30.0) == 30.0
-    assert idle_hold_s(0.1, 30.0) == 1.0
-    assert idle_hold_s(2.0, 30.0) == 8.0
-    assert idle_hold_s(60.0, 30.0) == 30.0
+    assert idle_hold_s(None, [], 30.0) == 30.0
+    assert idle_hold_s(0.1, [], 30.0) == 1.0
+    assert idle_hold_s(2.0, [], 30.0) == 8.0
+    assert idle_hold_s(60.0, [], 30.0) == 30.0
+
+
+def test_idle_processes_are_kept_through_gaps_that_recur_within_the_keepalive() -> None:
+    assert idle_hold_s(0.1, [8.0, 7.5, 8.2], 30.0) == pytest.approx(10.0)
+    # Gaps longer than the keepalive teach nothing: release after a few task durations.
+    assert idle_hold_s(0.1, [60.0, 45.0], 30.0) == 1.0
+    assert idle_hold_s(0.1, [20.0, 28.0, 29.0], 30.0) == 30.0
 
 
 def test_idle_surplus_is_released_only_after_the_hold() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from typing import Any
 
 from celery import bootsteps
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 # Re-read on Celery's own ticks (each task received, and every keepalive when idle).
 RANGE_FILE_RELOAD_S = 5.0
+# Idle gaps remembered to predict the next one.
+GAPS_KEPT = 5
 # Celery's timer period for `maybe_scale`: how soon a measured task or an idle pool acts.
 TICK_S = 0.1
 
@@ -124,6 +127,8 @@ class CeleriacAutoscaler(Autoscaler):
         # so only a later change of the file counts as the operator's.
         self._range_seen = read_text(self.env.range_file)
         self._busy_at = time.monotonic()
+        self._idle_since: float | None = None
+        self.recent_gaps_s: deque[float] = deque(maxlen=GAPS_KEPT)
         self.cpu_limited = 0
         self.memory_limited = 0
         self.held_by: str | None = None
@@ -206,23 +211,38 @@ class CeleriacAutoscaler(Autoscaler):
             # closed pool its size raised and turned a clean shutdown into exit code 1.
             return False
         self._reload_range_file()
+        now = time.monotonic()
+        self._track_gaps(req, now)
         if not state.reserved_requests and procs == self.min_concurrency:
             return False  # idle at the floor: nothing to measure, nothing to decide
         view = self.view(procs)
         sizing = pool_sizing.size_for(view)
         self._note_hold(sizing)
-        now = time.monotonic()
         if req is not None or len(view.task_cores) >= procs:
             self._busy_at = now
         if sizing.processes > procs:
             self.scale_up(sizing.processes - procs)
             return True
-        hold_s = pool_sizing.idle_hold_s(OBSERVER.durations.mean_s, self.max_hold_s)
+        hold_s = self.idle_hold_s()
         release = pool_sizing.processes_to_release(view, sizing, now - self._busy_at, hold_s)
         if release > 0:
             self._shrink(release)
             return True
         return False
+
+    def _track_gaps(self, req: Any, now: float) -> None:
+        """Idle gaps: from the pool holding no task to the next task received."""
+        if req is not None:
+            if self._idle_since is not None:
+                self.recent_gaps_s.append(now - self._idle_since)
+            self._idle_since = None
+        elif not state.reserved_requests and self._idle_since is None:
+            self._idle_since = now
+
+    def idle_hold_s(self) -> float:
+        return pool_sizing.idle_hold_s(
+            OBSERVER.durations.mean_s, list(self.recent_gaps_s), self.max_hold_s
+        )
 
     def _note_hold(self, sizing: pool_sizing.Sizing) -> None:
         if sizing.held_by != self.held_by:
@@ -246,5 +266,5 @@ class CeleriacAutoscaler(Autoscaler):
         doc["held_by"] = self.held_by
         doc["cpu_limited"] = self.cpu_limited
         doc["memory_limited"] = self.memory_limited
-        doc["idle_hold_s"] = pool_sizing.idle_hold_s(OBSERVER.durations.mean_s, self.max_hold_s)
+        doc["idle_hold_s"] = round(self.idle_hold_s(), 3)
         return doc

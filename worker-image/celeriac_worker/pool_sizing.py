@@ -20,6 +20,10 @@ UNKNOWN_TASK_CORES = 1.0
 # between messages of one stream, and re-forking costs more than holding.
 HOLD_TASK_DURATIONS = 4.0
 MIN_HOLD_S = 1.0
+# When work has come back after idle gaps shorter than the keepalive, idle processes are
+# kept this much longer than the gap seen (median of the recent ones): bursts that recur
+# find their processes; a lull longer than the pattern still releases them.
+GAP_MARGIN = 1.25
 
 HELD_BY_CPU = "cpu"
 HELD_BY_MEMORY = "memory"
@@ -89,11 +93,20 @@ def size_for(view: PoolView) -> Sizing:
     return Sizing(max(view.range_min, target), held_by)
 
 
-def idle_hold_s(mean_task_s: float | None, max_hold_s: float) -> float:
-    """How long an idle surplus process is kept: a few task durations, within [1 s, max_hold_s]."""
-    if mean_task_s is None:
-        return max_hold_s
-    return min(max_hold_s, max(MIN_HOLD_S, HOLD_TASK_DURATIONS * mean_task_s))
+def idle_hold_s(
+    mean_task_s: float | None, recent_gaps_s: Sequence[float], max_hold_s: float
+) -> float:
+    """How long idle surplus processes are kept, within [1 s, max_hold_s].
+
+    A few task durations (a lull shorter than that is jitter within one stream), or, when
+    the recent idle gaps ended with new work within the keepalive, through such a gap.
+    """
+    hold = max_hold_s if mean_task_s is None else HOLD_TASK_DURATIONS * mean_task_s
+    if recent_gaps_s:
+        gap = sorted(recent_gaps_s)[len(recent_gaps_s) // 2]
+        if gap <= max_hold_s:
+            hold = max(hold, gap * GAP_MARGIN)
+    return min(max_hold_s, max(MIN_HOLD_S, hold))
 
 
 def processes_to_release(view: PoolView, sizing: Sizing, idle_for_s: float, hold_s: float) -> int:
