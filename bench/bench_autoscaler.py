@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -268,6 +269,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help="run only workloads whose name starts with this")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so workers, cgroups and redis-server are cleaned up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cores = len(os.sched_getaffinity(0))
     loads = [w for w in workloads(args.scale, cores, args.max) if w.name.startswith(args.only)]
     cells = [(w, k) for w in loads for k in w.workers]

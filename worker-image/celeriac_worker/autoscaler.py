@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 # Re-read on Celery's own ticks (each task received, and every keepalive when idle).
 RANGE_FILE_RELOAD_S = 5.0
+# Between decisions on messages that need no new process (the timer still decides).
+MIN_DECISION_GAP_S = 0.05
 # Idle gaps remembered to predict the next one.
 GAPS_KEPT = 5
 # Celery's timer period for `maybe_scale`: how soon a measured task or an idle pool acts.
@@ -128,6 +130,7 @@ class CeleriacAutoscaler(Autoscaler):
         self._range_seen = read_text(self.env.range_file)
         self._busy_at = time.monotonic()
         self._idle_since: float | None = None
+        self._decided_at = 0.0
         self.recent_gaps_s: deque[float] = deque(maxlen=GAPS_KEPT)
         self.cpu_limited = 0
         self.memory_limited = 0
@@ -187,7 +190,7 @@ class CeleriacAutoscaler(Autoscaler):
 
     def view(self, processes: int) -> pool_sizing.PoolView:
         now = time.monotonic()
-        self.cpu.sample()
+        self.cpu.sample_if_older(TICK_S / 2)
         self.demand.sample_running(now)
         budget_bytes, peak_bytes = self._memory_view()
         return pool_sizing.PoolView(
@@ -213,13 +216,19 @@ class CeleriacAutoscaler(Autoscaler):
         self._reload_range_file()
         now = time.monotonic()
         self._track_gaps(req, now)
-        if not state.reserved_requests and procs == self.min_concurrency:
+        held = len(state.reserved_requests)
+        if req is not None or held >= procs:
+            self._busy_at = now
+        if not held and procs == self.min_concurrency:
             return False  # idle at the floor: nothing to measure, nothing to decide
+        if now - self._decided_at < MIN_DECISION_GAP_S and held <= procs:
+            # A stream of messages to a pool that has a process for each: the main process
+            # dispatches them, and reading /proc for every one would slow that down.
+            return False
+        self._decided_at = now
         view = self.view(procs)
         sizing = pool_sizing.size_for(view)
         self._note_hold(sizing)
-        if req is not None or len(view.task_cores) >= procs:
-            self._busy_at = now
         if sizing.processes > procs:
             self.scale_up(sizing.processes - procs)
             return True

@@ -58,11 +58,14 @@ class CpuSampler:
             while len(self._samples) > 2 and self._samples[0][0] < now - self.window_s:
                 self._samples.popleft()
 
+    def sample_if_older(self, age_s: float) -> None:
+        with self._lock:
+            fresh = bool(self._samples) and time.monotonic() - self._samples[-1][0] < age_s
+        if not fresh:
+            self.sample()
+
     def cores(self) -> float:
         """Cores busy over the last window (1.0 = one core fully used)."""
-        with self._lock:
-            stale = not self._samples or time.monotonic() - self._samples[-1][0] > STALE_S
-        if stale:
-            self.sample()
+        self.sample_if_older(STALE_S)
         with self._lock:
             return windowed_rate(list(self._samples), time.monotonic(), self.window_s)
