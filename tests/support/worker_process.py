@@ -56,6 +56,7 @@ class WorkerFactory:
         hostname: str,
         autoscale: str = "4,1",
         queues: str = "celery,emails,reports",
+        app_module: str = "celeriac_worker.celery_app",
         **env: str,
     ) -> Worker:
         return self.spawn(
@@ -64,7 +65,7 @@ class WorkerFactory:
                 "-m",
                 "celery",
                 "-A",
-                "celeriac_worker.celery_app",
+                app_module,
                 "worker",
                 f"--autoscale={autoscale}",
                 f"--hostname={hostname}",

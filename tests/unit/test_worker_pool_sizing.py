@@ -36,6 +36,7 @@ def view(
         range_max=range_[1],
         task_cores=list(task_cores),
         cpu_budget_cores=cores * target,
+        cpu_limit_cores=cores,
         cpu_used_cores=used,
         memory_budget_bytes=memory_budget,
         process_peak_bytes=peak,
@@ -74,6 +75,12 @@ def test_half_busy_tasks_fill_the_budget() -> None:
     assert size_for(view(1, [0.5] * 8)) == Sizing(4, HELD_BY_CPU)
 
 
+def test_mostly_cpu_bound_tasks_never_plan_more_than_the_cores() -> None:
+    # Measured at 0.75 (a crowded node reads CPU-bound tasks a little low): 2 want 1.5,
+    # under the 1.6 budget, but a third would plan 2.25 cores on 2.
+    assert size_for(view(2, [0.75] * 8, used=1.5)) == Sizing(2, HELD_BY_CPU)
+
+
 def test_a_saturated_pod_does_not_grow_even_when_tasks_look_light() -> None:
     # CFS throttling hides from the tasks' own readings but not from the pod's usage.
     assert size_for(view(3, [0.3] * 8, used=1.7)) == Sizing(3, HELD_BY_CPU)
@@ -99,11 +106,18 @@ def test_an_idle_pool_sizes_to_the_range_min() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cores", "budget", "expected"),
-    [([], 1.6, 0), ([1.0], 1.6, 1), ([1.0, 1.0, 1.0], 0.5, 1), ([0.25] * 20, 1.6, 7)],
+    ("cores", "budget", "limit", "expected"),
+    [
+        ([], 1.6, 2.0, 0),
+        ([1.0], 1.6, 2.0, 1),
+        ([1.0, 1.0, 1.0], 0.5, 2.0, 1),
+        ([0.25] * 20, 1.6, 2.0, 7),
+        ([0.7] * 4, 3.2, 4.0, 4),
+        ([None] * 4, 1.6, 2.0, 2),
+    ],
 )
-def test_cpu_slots(cores: list[float | None], budget: float, expected: int) -> None:
-    assert cpu_slots(cores, budget) == expected
+def test_cpu_slots(cores: list[float | None], budget: float, limit: float, expected: int) -> None:
+    assert cpu_slots(cores, budget, limit) == expected
 
 
 def test_memory_slots_unknown_or_unlimited_is_no_cap() -> None:

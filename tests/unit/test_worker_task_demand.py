@@ -70,6 +70,19 @@ def test_a_long_task_teaches_while_it_runs() -> None:
     assert demand.cores("long") == pytest.approx(0.7)  # EWMA, alpha 0.3
 
 
+def test_a_name_settles_once_a_task_finished_or_ran_a_second() -> None:
+    procs = FakeProcesses()
+    procs.ns[16] = (0, 0)
+    demand = TaskDemand(procs.read)
+    demand.started("t1", "load", 16, now_s=0.0)
+    procs.advance(16, run_ms=10)
+    demand.sample_running(now_s=0.5)
+    assert demand.estimates(["load"]) == [pytest.approx(0.02)]
+    assert demand.estimates(["load"], settled_only=True) == [None]
+    demand.sample_running(now_s=1.0)
+    assert demand.estimates(["load"], settled_only=True) == [pytest.approx(0.02 * 0.95)]
+
+
 def test_a_vanished_process_teaches_nothing() -> None:
     procs = FakeProcesses()
     procs.ns[13] = (0, 0)
@@ -92,6 +105,19 @@ def test_hostile_names_and_ids_stay_bounded() -> None:
         procs.advance(14, run_ms=10)
         demand.finished("x", now_s=1.0)
     assert len(demand._cores) == MAX_NAMES
+    assert len(demand._peaks) == MAX_NAMES
+
+
+def test_sizing_plans_with_a_decaying_peak_so_noisy_readings_do_not_swing_it() -> None:
+    procs = FakeProcesses()
+    procs.ns[15] = (0, 0)
+    demand = TaskDemand(procs.read)
+    for run_ms in (95, 60, 90, 62):  # a CPU-bound task read on a crowded node
+        demand.started("t", "render", 15, now_s=0.0)
+        procs.advance(15, run_ms=run_ms)
+        demand.finished("t", now_s=0.1)
+    assert demand.estimates(["render", "other"]) == [pytest.approx(0.90 * 0.95), None]
+    assert (demand.cores("render") or 0) < 0.85  # the mean swings lower
 
 
 @pytest.mark.parametrize(
@@ -120,6 +146,12 @@ def test_this_process_reports_its_own_cpu_and_peak_memory() -> None:
 
 def test_windowed_rate_covers_only_the_last_window() -> None:
     # Idle for 10 s, then a full core for the last 0.5 s: the old reading said 0.05.
-    samples = [(0.0, 0.0), (10.0, 0.0), (10.25, 0.25), (10.5, 0.5)]
+    samples = [(0.0, {1: 0.0}), (10.0, {1: 0.0}), (10.25, {1: 0.25}), (10.5, {1: 0.5})]
     assert windowed_rate(samples, now_s=10.5, window_s=1.0) == pytest.approx(1.0)
     assert windowed_rate(samples[:1], now_s=10.5, window_s=1.0) == 0.0
+
+
+def test_windowed_rate_survives_processes_exiting_and_forking() -> None:
+    # Process 2 (5 s of past CPU) was released and 3 forked: only 1's half core counts.
+    samples = [(0.0, {1: 1.0, 2: 5.0}), (1.0, {1: 1.5, 3: 0.01})]
+    assert windowed_rate(samples, now_s=1.0, window_s=1.0) == pytest.approx(0.5)

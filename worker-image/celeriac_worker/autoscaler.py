@@ -197,8 +197,13 @@ class CeleriacAutoscaler(Autoscaler):
             processes=processes,
             range_min=self.min_concurrency,
             range_max=self.max_concurrency,
-            task_cores=self.demand.estimates(self._task_names()),
+            # Under a memory limit, a task's memory peak must be known before the pool grows
+            # past its cores for it: a sleeping task may still be about to load a file.
+            task_cores=self.demand.estimates(
+                self._task_names(), settled_only=self.limits.memory_bytes is not None
+            ),
             cpu_budget_cores=self.limits.cpu_cores * self.env.target_cpu,
+            cpu_limit_cores=self.limits.cpu_cores,
             cpu_used_cores=self.cpu.cores(),
             memory_budget_bytes=budget_bytes,
             process_peak_bytes=peak_bytes,
@@ -273,6 +278,9 @@ class CeleriacAutoscaler(Autoscaler):
         doc["cpu_limit_cores"] = self.limits.cpu_cores
         doc["memory_limit_bytes"] = self.limits.memory_bytes
         doc["held_by"] = self.held_by
+        doc["task_cores"] = {
+            n: round(self.demand.peak(n) or c, 3) for n, c in self.demand.latest(10).items()
+        }
         doc["cpu_limited"] = self.cpu_limited
         doc["memory_limited"] = self.memory_limited
         doc["idle_hold_s"] = round(self.idle_hold_s(), 3)

@@ -14,29 +14,33 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from celeriac_worker.proc_stats import cpu_run_s
+from celeriac_worker.proc_stats import schedstat_ns
 
 WINDOW_S = 1.0
 # cores() between ticks takes a fresh sample when the newest is older than this.
 STALE_S = 0.25
 
 
-def windowed_rate(samples: list[tuple[float, float]], now_s: float, window_s: float) -> float:
+CpuSample = tuple[float, dict[int, float]]  # (time, CPU seconds so far by pid)
+
+
+def windowed_rate(samples: list[CpuSample], now_s: float, window_s: float) -> float:
     """CPU seconds per second from the oldest sample inside the window to the newest.
 
-    `samples` are (time, cumulative CPU seconds), oldest first. Only when the newest is
-    the one sample inside the window does the one before it serve as the start (ticks
-    stopped for a while). Exited children take their CPU time with them, so a drop never
-    yields a negative rate.
+    Only when the newest is the one sample inside the window does the one before it serve
+    as the start (ticks stopped for a while). Summed per process over those present in
+    both samples: a process that exited or was forked in between neither subtracts its
+    whole past (a negative rate, clamped to 0) nor adds it.
     """
     if len(samples) < 2:
         return 0.0
-    newest_t, newest_cpu = samples[-1]
+    newest_t, newest = samples[-1]
     inside = [s for s in samples[:-1] if s[0] >= now_s - window_s]
-    start_t, start_cpu = inside[0] if inside else samples[-2]
+    start_t, start = inside[0] if inside else samples[-2]
     if newest_t <= start_t:
         return 0.0
-    return max(0.0, (newest_cpu - start_cpu) / (newest_t - start_t))
+    used = sum(max(0.0, cpu - start[pid]) for pid, cpu in newest.items() if pid in start)
+    return used / (newest_t - start_t)
 
 
 class CpuSampler:
@@ -48,11 +52,16 @@ class CpuSampler:
         self.pool_pids = pool_pids
         self.window_s = window_s
         self._lock = threading.Lock()
-        self._samples: deque[tuple[float, float]] = deque()
+        self._samples: deque[CpuSample] = deque()
         self.sample()
 
     def sample(self) -> None:
-        now, cpu = time.monotonic(), cpu_run_s([self.pid, *self.pool_pids()])
+        cpu = {}
+        for pid in (self.pid, *self.pool_pids()):
+            stat = schedstat_ns(pid)
+            if stat is not None:
+                cpu[pid] = stat[0] / 1e9
+        now = time.monotonic()
         with self._lock:
             self._samples.append((now, cpu))
             while len(self._samples) > 2 and self._samples[0][0] < now - self.window_s:

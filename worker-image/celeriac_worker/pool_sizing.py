@@ -39,6 +39,7 @@ class PoolView:
     # in arrival order; None = never measured.
     task_cores: Sequence[float | None]
     cpu_budget_cores: float
+    cpu_limit_cores: float
     # CPU the pool used over the last second (catches CFS throttling, which no task's
     # own run-queue wait shows).
     cpu_used_cores: float
@@ -52,18 +53,21 @@ class Sizing:
     held_by: str | None  # what kept the pool below the tasks at hand, if anything
 
 
-def cpu_slots(task_cores: Sequence[float | None], budget_cores: float) -> int:
-    """How many of these tasks to run at once: admit the next while those admitted want less than the budget.
+def cpu_slots(task_cores: Sequence[float | None], budget_cores: float, limit_cores: float) -> int:
+    """How many of these tasks (in order) to run at once.
 
-    At least one task always runs. On 2 cores with an 80 % budget, CPU-bound tasks get
-    2 processes (1 core wanted < 1.6, 2 cores is not), sleeping tasks all of them.
+    The next task is admitted while those admitted want less than the budget and, with
+    it, no more than the pod's cores: on 2 cores at an 80 % budget CPU-bound tasks get 2
+    processes (1 core < 1.6, 2 cores fit), tasks measured at 0.75 of a core also 2 (a
+    third would plan 2.25 cores), sleeping tasks all of them. At least one task runs.
     """
     wanted = 0.0
     admitted = 0
     for cores in task_cores:
-        if admitted > 0 and wanted >= budget_cores:
+        share = UNKNOWN_TASK_CORES if cores is None else max(0.0, cores)
+        if admitted > 0 and (wanted >= budget_cores or wanted + share > limit_cores):
             break
-        wanted += UNKNOWN_TASK_CORES if cores is None else max(0.0, cores)
+        wanted += share
         admitted += 1
     return admitted
 
@@ -79,7 +83,7 @@ def size_for(view: PoolView) -> Sizing:
     """The processes the tasks at hand justify, and what held the pool below them."""
     tasks = len(view.task_cores)
     wanted = min(tasks, view.range_max)
-    cpu_cap = cpu_slots(view.task_cores, view.cpu_budget_cores)
+    cpu_cap = cpu_slots(view.task_cores, view.cpu_budget_cores, view.cpu_limit_cores)
     if view.cpu_used_cores >= view.cpu_budget_cores:
         cpu_cap = min(cpu_cap, view.processes)
     mem_cap = memory_slots(view.memory_budget_bytes, view.process_peak_bytes)

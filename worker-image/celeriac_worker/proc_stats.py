@@ -53,15 +53,6 @@ def schedstat_ns(pid: int, proc: str = "/proc") -> tuple[int, int] | None:
     return run, wait
 
 
-def cpu_run_s(pids: list[int], proc: str = "/proc") -> float:
-    """CPU time these processes used, in seconds (gone ones count nothing)."""
-    total = 0
-    for pid in pids:
-        stat = schedstat_ns(pid, proc)
-        total += 0 if stat is None else stat[0]
-    return total / 1e9
-
-
 def peak_rss_bytes(pid: int, proc: str = "/proc") -> int | None:
     try:
         with open(f"{proc}/{pid}/status") as f:

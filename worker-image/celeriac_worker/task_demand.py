@@ -10,6 +10,11 @@ a sleeping task reads near 0 even on a crowded node (run + wait over elapsed cou
 each wake-up's queueing as demand). A name never measured has no estimate: the sizing
 treats it as CPU-bound until its first task is measured.
 
+Sizing uses a slowly decaying peak of the readings, not their mean: on a crowded node
+a CPU-bound task's reading swings between 0.6 and 0.95 (the clock and /proc are read a
+scheduling delay apart, large against the little CPU each process gets), and sizing on
+the swings grew and released a third process on two cores in turn.
+
 Task names and ids come from the broker and may be hostile: both tables are bounded.
 Clock readings and /proc readings are arguments, so this is testable without processes.
 """
@@ -26,8 +31,13 @@ MAX_IN_FLIGHT = 4096
 # Shorter windows are mostly scheduling noise.
 MIN_WINDOW_S = 0.02
 # Long tasks are re-measured at most this often while running.
-LIVE_WINDOW_S = 0.1
+LIVE_WINDOW_S = 0.2
 ALPHA = 0.3
+# A name is settled once a task of it finished or ran this long: its memory peak is
+# then known too, which a pod with a memory limit waits for before growing past its cores.
+SETTLE_S = 1.0
+# Per reading: a one-off high reading fades over some 45 readings to a tenth of its excess.
+PEAK_DECAY = 0.95
 
 # pid -> (run ns, run-queue wait ns) so far, None if the process is gone.
 SchedReader = Callable[[int], tuple[int, int] | None]
@@ -40,6 +50,7 @@ class _Running:
     since_s: float
     run_ns: int
     wait_ns: int
+    started_s: float = 0.0
 
 
 def core_share(run_s: float, wait_s: float, window_s: float) -> float:
@@ -54,20 +65,27 @@ class TaskDemand:
     def __init__(self, read_sched_ns: SchedReader) -> None:
         self.read_sched_ns = read_sched_ns
         self._cores: OrderedDict[str, float] = OrderedDict()
+        self._peaks: dict[str, float] = {}
+        self._settled: set[str] = set()
         self._running: OrderedDict[str, _Running] = OrderedDict()
         self._lock = threading.Lock()
 
     def cores(self, name: str) -> float | None:
-        """Estimated cores one running task of `name` wants; None if never measured."""
+        """Mean cores one running task of `name` was measured to want; None if never measured."""
         with self._lock:
             return self._cores.get(name)
+
+    def peak(self, name: str) -> float | None:
+        """The decaying peak of `name`'s readings, what sizing plans with."""
+        with self._lock:
+            return self._peaks.get(name)
 
     def started(self, task_id: str, name: str, pid: int, now_s: float) -> None:
         stat = self.read_sched_ns(pid)
         if stat is None:
             return
         with self._lock:
-            self._running[task_id] = _Running(name, pid, now_s, *stat)
+            self._running[task_id] = _Running(name, pid, now_s, *stat, started_s=now_s)
             while len(self._running) > MAX_IN_FLIGHT:
                 self._running.popitem(last=False)
 
@@ -75,7 +93,7 @@ class TaskDemand:
         with self._lock:
             run = self._running.pop(task_id, None)
         if run is not None:
-            self._measure(run, now_s)
+            self._measure(run, now_s, finished=True)
 
     def sample_running(self, now_s: float) -> None:
         """Re-measure tasks running for longer than a live window (a 10-minute task teaches too)."""
@@ -84,7 +102,11 @@ class TaskDemand:
         for run in due:
             self._measure(run, now_s)
 
-    def _measure(self, run: _Running, now_s: float) -> None:
+    def _measure(self, run: _Running, now_s: float, finished: bool = False) -> None:
+        if finished or now_s - run.started_s >= SETTLE_S:
+            with self._lock:
+                if run.name in self._cores or len(self._settled) < MAX_NAMES:
+                    self._settled.add(run.name)
         window_s = now_s - run.since_s
         if window_s < MIN_WINDOW_S:
             return
@@ -99,9 +121,22 @@ class TaskDemand:
         with self._lock:
             old = self._cores.pop(name, None)
             self._cores[name] = cores if old is None else old + ALPHA * (cores - old)
+            self._peaks[name] = max(cores, self._peaks.get(name, 0.0) * PEAK_DECAY)
             while len(self._cores) > MAX_NAMES:
-                self._cores.popitem(last=False)
+                evicted, _ = self._cores.popitem(last=False)
+                self._peaks.pop(evicted, None)
+                self._settled.discard(evicted)
 
-    def estimates(self, names: Iterable[str]) -> list[float | None]:
+    def latest(self, count: int) -> dict[str, float]:
+        """The most recently learned names and their estimates (for inspect stats)."""
         with self._lock:
-            return [self._cores.get(n) for n in names]
+            return dict(list(self._cores.items())[-count:])
+
+    def estimates(self, names: Iterable[str], settled_only: bool = False) -> list[float | None]:
+        """What sizing plans with for each of these tasks: the peak reading of its name
+        (None, planned as a whole core, if unmeasured or, with `settled_only`, unsettled)."""
+        with self._lock:
+            return [
+                None if settled_only and n not in self._settled else self._peaks.get(n)
+                for n in names
+            ]
