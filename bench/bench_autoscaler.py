@@ -70,6 +70,7 @@ class Run:
     mean_processes: float
     oom_kills: int
     unfinished: int
+    burst_makespans: tuple[float, ...] = ()
 
 
 @dataclass
@@ -190,6 +191,7 @@ def summarize(
 ) -> Run:
     waits: list[float] = []
     busy_s = 0.0
+    bursts: list[float] = []
     unfinished = 0
     last_end = spans[0][0]
     for published, results in spans:
@@ -202,6 +204,7 @@ def summarize(
             waits.append(doc["started"] - published)
             ends.append(doc["ended"])
         busy_s += max(ends) - published
+        bursts.append(round(max(ends) - published, 2))
         last_end = max(last_end, *ends)
     first = spans[0][0]
     process_s = counter.process_seconds(first, last_end)
@@ -215,6 +218,7 @@ def summarize(
         mean_processes=process_s / (last_end - first) if last_end > first else 0.0,
         oom_kills=cgroup.oom_kills() if cgroup is not None else 0,
         unfinished=unfinished,
+        burst_makespans=tuple(bursts),
     )
 
 
@@ -247,7 +251,7 @@ def table(results: dict[tuple[str, str], list[Run]]) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (load, kind), runs in results.items():
-        m = {a: median_row(runs, a) for a in Run.__dataclass_fields__}
+        m = {a: median_row(runs, a) for a in Run.__dataclass_fields__ if a != "burst_makespans"}
         kills = "/".join(str(r.oom_kills) for r in runs)
         lines.append(
             f"| {load} | {kind} | {m['throughput']:.1f} | {m['wait_p50']:.2f} s | {m['wait_p95']:.2f} s"
@@ -276,6 +280,7 @@ def main() -> int:
     cells = [(w, k) for w in loads for k in w.workers]
     results: dict[tuple[str, str], list[Run]] = {(w.name, k): [] for w, k in cells}
     started = time.time()
+    load_before = os.getloadavg()[1]
     with running_redis() as redis, tempfile.TemporaryDirectory() as tmp:
         factory = BenchWorkers(redis.url, Path(tmp))
         app = Celery("bench", broker=redis.url, backend=redis.url)
@@ -293,7 +298,8 @@ def main() -> int:
         f" ({cores} cores, {platform.machine()}, Linux {platform.release()}, Python {platform.python_version()}),"
         f" {time.strftime('%Y-%m-%d', time.gmtime(started))}, {(time.time() - started) / 60:.0f} min;"
         f" `--autoscale={args.max},1` for both autoscalers; medians of {args.reps} interleaved repetitions"
-        " (OOM kills: every repetition).",
+        " (OOM kills: every repetition). Load average (5 min) of the shared machine:"
+        f" {load_before:.1f} at the start, {os.getloadavg()[1]:.1f} at the end.",
         "",
         *table(results),
         "",
