@@ -1,6 +1,7 @@
 """Pool sizing rules: CPU demand of the tasks held, the memory budget, the range, idle release."""
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -143,22 +144,28 @@ def test_idle_processes_are_kept_through_gaps_that_recur_within_the_keepalive() 
 
 def test_idle_surplus_is_released_only_after_the_hold() -> None:
     pool = view(8, [0.02] * 2)
-    sizing = size_for(pool)
-    assert processes_to_release(pool, sizing, idle_for_s=0.5, hold_s=1.0) == 0
-    assert processes_to_release(pool, sizing, idle_for_s=1.0, hold_s=1.0) == 6
+    assert processes_to_release(pool, idle_for_s=0.5, hold_s=1.0) == 0
+    assert processes_to_release(pool, idle_for_s=1.0, hold_s=1.0) == 6
 
 
 def test_surplus_over_the_cpu_budget_goes_at_once() -> None:
     # An I/O burst grew 8 processes; CPU-bound tasks now need 2 of them.
     pool = view(8, [1.0] * 8, used=2.0)
-    assert processes_to_release(pool, size_for(pool), idle_for_s=0.0, hold_s=30.0) == 6
+    assert processes_to_release(pool, idle_for_s=0.0, hold_s=30.0) == 6
+
+
+def test_release_judges_the_tasks_shares_not_growths_peaks() -> None:
+    # One stale reading lifted the peak of a sleeping task: growth stops, nothing is released.
+    pool = replace(view(8, [0.9] * 8), task_cores_low=[0.05] * 8)
+    assert size_for(pool) == Sizing(2, HELD_BY_CPU)
+    assert processes_to_release(pool, idle_for_s=0.0, hold_s=30.0) == 0
 
 
 def test_an_unmeasured_task_never_shrinks_the_pool_early() -> None:
     pool = view(8, [None] * 8)
-    assert processes_to_release(pool, size_for(pool), idle_for_s=0.0, hold_s=30.0) == 0
+    assert processes_to_release(pool, idle_for_s=0.0, hold_s=30.0) == 0
 
 
 def test_release_never_goes_below_the_range_min() -> None:
     pool = view(4, [], range_=(3, 8))
-    assert processes_to_release(pool, size_for(pool), idle_for_s=60.0, hold_s=1.0) == 1
+    assert processes_to_release(pool, idle_for_s=60.0, hold_s=1.0) == 1

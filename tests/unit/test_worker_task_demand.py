@@ -7,7 +7,13 @@ import pytest
 
 from celeriac_worker import proc_stats
 from celeriac_worker.cpu import windowed_rate
-from celeriac_worker.task_demand import MAX_IN_FLIGHT, MAX_NAMES, TaskDemand, core_share
+from celeriac_worker.task_demand import (
+    MAX_IN_FLIGHT,
+    MAX_NAMES,
+    TaskDemand,
+    core_share,
+    runnable_window,
+)
 
 MS = 1_000_000
 
@@ -67,7 +73,7 @@ def test_a_long_task_teaches_while_it_runs() -> None:
     demand.sample_running(now_s=0.5)
     assert demand.cores("long") == pytest.approx(1.0)
     demand.sample_running(now_s=1.5)  # then it waits on I/O for a second
-    assert demand.cores("long") == pytest.approx(0.7)  # EWMA, alpha 0.3
+    assert demand.cores("long") == pytest.approx(0.5 / 1.5)  # CPU over runnable time, summed
 
 
 def test_a_name_settles_once_a_task_finished_or_ran_a_second() -> None:
@@ -81,6 +87,7 @@ def test_a_name_settles_once_a_task_finished_or_ran_a_second() -> None:
     assert demand.estimates(["load"], settled_only=True) == [None]
     demand.sample_running(now_s=1.0)
     assert demand.estimates(["load"], settled_only=True) == [pytest.approx(0.02 * 0.95)]
+    assert demand.estimates(["load"], settled_only=True, peak=False) == [pytest.approx(0.01)]
 
 
 def test_a_vanished_process_teaches_nothing() -> None:
@@ -116,16 +123,26 @@ def test_sizing_plans_with_a_decaying_peak_so_noisy_readings_do_not_swing_it() -
         demand.started("t", "render", 15, now_s=0.0)
         procs.advance(15, run_ms=run_ms)
         demand.finished("t", now_s=0.1)
-    assert demand.estimates(["render", "other"]) == [pytest.approx(0.90 * 0.95), None]
-    assert (demand.cores("render") or 0) < 0.85  # the mean swings lower
+    # Shares over the summed readings: 0.95, 0.775, 0.8167, 0.7675; the peak decays from 0.95.
+    assert demand.estimates(["render", "other"]) == [pytest.approx(0.95 * 0.95**3), None]
+    assert demand.estimates(["render"], peak=False) == [pytest.approx(3.07 / 4)]
 
 
 @pytest.mark.parametrize(
-    ("run_s", "wait_s", "window_s", "share"),
-    [(0.2, 0.0, 0.2, 1.0), (0.2, 0.6, 0.8, 1.0), (0.0, 0.1, 0.1, 1.0), (0.01, 0.0, 1.0, 0.01)],
+    ("run_s", "wait_s", "window_s", "reading"),
+    [(0.2, 0.0, 0.2, (0.2, 0.2)), (0.2, 0.6, 0.8, (0.2, 0.2)), (0.0, 0.1, 0.1, (0.1, 0.1))],
 )
-def test_core_share(run_s: float, wait_s: float, window_s: float, share: float) -> None:
-    assert core_share(run_s, wait_s, window_s) == pytest.approx(share)
+def test_runnable_window(
+    run_s: float, wait_s: float, window_s: float, reading: tuple[float, float]
+) -> None:
+    assert runnable_window(run_s, wait_s, window_s) == pytest.approx(reading)
+
+
+def test_a_short_stale_window_weighs_as_little_as_it_lasted() -> None:
+    # Nine 100 ms sleeping tasks at 5 %, then one 25 ms window that caught the result write.
+    readings = [(0.005, 0.1)] * 9 + [(0.024, 0.025)]
+    assert core_share(readings) == pytest.approx(0.069 / 0.925)
+    assert core_share([]) == 1.0
 
 
 def test_this_process_reports_its_own_cpu_and_peak_memory() -> None:

@@ -193,15 +193,16 @@ class CeleriacAutoscaler(Autoscaler):
         self.cpu.sample_if_older(TICK_S / 2)
         self.demand.sample_running(now)
         budget_bytes, peak_bytes = self._memory_view()
+        names = self._task_names()
+        # Under a memory limit, a task's memory peak must be known before the pool grows
+        # past its cores for it: a sleeping task may still be about to load a file.
+        settled_only = self.limits.memory_bytes is not None
         return pool_sizing.PoolView(
             processes=processes,
             range_min=self.min_concurrency,
             range_max=self.max_concurrency,
-            # Under a memory limit, a task's memory peak must be known before the pool grows
-            # past its cores for it: a sleeping task may still be about to load a file.
-            task_cores=self.demand.estimates(
-                self._task_names(), settled_only=self.limits.memory_bytes is not None
-            ),
+            task_cores=self.demand.estimates(names, settled_only),
+            task_cores_low=self.demand.estimates(names, settled_only, peak=False),
             cpu_budget_cores=self.limits.cpu_cores * self.env.target_cpu,
             cpu_limit_cores=self.limits.cpu_cores,
             cpu_used_cores=self.cpu.cores(),
@@ -238,7 +239,7 @@ class CeleriacAutoscaler(Autoscaler):
             self.scale_up(sizing.processes - procs)
             return True
         hold_s = self.idle_hold_s()
-        release = pool_sizing.processes_to_release(view, sizing, now - self._busy_at, hold_s)
+        release = pool_sizing.processes_to_release(view, now - self._busy_at, hold_s)
         if release > 0:
             self._shrink(release)
             return True

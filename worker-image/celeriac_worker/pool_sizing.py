@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # A task never measured is assumed to want a whole core: on a cold start the pool grows to
 # the cores at once and past them as soon as the first task shows it mostly waits.
@@ -45,6 +45,9 @@ class PoolView:
     cpu_used_cores: float
     memory_budget_bytes: float | None = None
     process_peak_bytes: int | None = None
+    # The same tasks' shares as release judges them (lower than growth's peaks: the two
+    # differ by a margin that keeps a noisy reading from growing and releasing in turn).
+    task_cores_low: Sequence[float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,16 +116,18 @@ def idle_hold_s(
     return min(max_hold_s, max(MIN_HOLD_S, hold))
 
 
-def processes_to_release(view: PoolView, sizing: Sizing, idle_for_s: float, hold_s: float) -> int:
+def processes_to_release(view: PoolView, idle_for_s: float, hold_s: float) -> int:
     """Idle processes to stop now; billiard's shrink only ever stops idle ones.
 
     Surplus over the tasks at hand waits for the hold; surplus over what CPU or memory
     allows (a burst of CPU-bound tasks after an I/O-bound one grew the pool) goes at
-    once, but only on measured tasks, so a new task name cannot shrink a pool it may need.
+    once, judged on the tasks' shares rather than growth's peaks and only on measured
+    tasks, so neither a noisy reading nor a new task name shrinks a pool it may need.
     """
+    low = size_for(replace(view, task_cores=view.task_cores_low or view.task_cores))
     measured = None not in view.task_cores
-    if sizing.held_by in (HELD_BY_CPU, HELD_BY_MEMORY) and measured:
-        over_budget = view.processes - sizing.processes
+    if low.held_by in (HELD_BY_CPU, HELD_BY_MEMORY) and measured:
+        over_budget = view.processes - low.processes
         if over_budget > 0:
             return over_budget
     floor = max(view.range_min, min(len(view.task_cores), view.range_max))

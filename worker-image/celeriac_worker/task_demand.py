@@ -10,10 +10,13 @@ a sleeping task reads near 0 even on a crowded node (run + wait over elapsed cou
 each wake-up's queueing as demand). A name never measured has no estimate: the sizing
 treats it as CPU-bound until its first task is measured.
 
-Sizing uses a slowly decaying peak of the readings, not their mean: on a crowded node
-a CPU-bound task's reading swings between 0.6 and 0.95 (the clock and /proc are read a
-scheduling delay apart, large against the little CPU each process gets), and sizing on
-the swings grew and released a third process on two cores in turn.
+A name's share is CPU time over runnable time summed over its last readings, so a short
+window (the main process, busy forking, heard of a task's start late and of its end at
+once) weighs as little as it lasted. Growth plans with a slowly decaying peak of that
+share, release with the share itself: on a crowded node a CPU-bound task reads between
+0.6 and 0.95 (the clock and /proc are read a scheduling delay apart, large against the
+little CPU each process gets), and sizing both ways on one swinging number grew and
+released processes in turn.
 
 Task names and ids come from the broker and may be hostile: both tables are bounded.
 Clock readings and /proc readings are arguments, so this is testable without processes.
@@ -22,7 +25,7 @@ Clock readings and /proc readings are arguments, so this is testable without pro
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -32,7 +35,7 @@ MAX_IN_FLIGHT = 4096
 MIN_WINDOW_S = 0.02
 # Long tasks are re-measured at most this often while running.
 LIVE_WINDOW_S = 0.2
-ALPHA = 0.3
+READINGS = 32
 # A name is settled once a task of it finished or ran this long: its memory peak is
 # then known too, which a pod with a memory limit waits for before growing past its cores.
 SETTLE_S = 1.0
@@ -53,12 +56,20 @@ class _Running:
     started_s: float = 0.0
 
 
-def core_share(run_s: float, wait_s: float, window_s: float) -> float:
-    """CPU time over the time not spent queueing for a core, within [0, 1]."""
+def runnable_window(run_s: float, wait_s: float, window_s: float) -> tuple[float, float]:
+    """(CPU time, time not spent queueing for a core) of one reading."""
     runnable_s = window_s - wait_s
     if runnable_s <= 0:
-        return 1.0  # queued all along: it wanted a core the whole time
-    return min(1.0, max(0.0, run_s / runnable_s))
+        return window_s, window_s  # queued all along: it wanted a core the whole time
+    return min(run_s, runnable_s), runnable_s
+
+
+def core_share(readings: Iterable[tuple[float, float]]) -> float:
+    """CPU time over runnable time, summed over readings, within [0, 1]."""
+    run = runnable = 0.0
+    for r, w in readings:
+        run, runnable = run + r, runnable + w
+    return 1.0 if runnable <= 0 else min(1.0, max(0.0, run / runnable))
 
 
 class TaskDemand:
@@ -66,12 +77,13 @@ class TaskDemand:
         self.read_sched_ns = read_sched_ns
         self._cores: OrderedDict[str, float] = OrderedDict()
         self._peaks: dict[str, float] = {}
+        self._readings: dict[str, deque[tuple[float, float]]] = {}
         self._settled: set[str] = set()
         self._running: OrderedDict[str, _Running] = OrderedDict()
         self._lock = threading.Lock()
 
     def cores(self, name: str) -> float | None:
-        """Mean cores one running task of `name` was measured to want; None if never measured."""
+        """Cores one running task of `name` wants over its recent readings; None if never measured."""
         with self._lock:
             return self._cores.get(name)
 
@@ -113,18 +125,24 @@ class TaskDemand:
         stat = self.read_sched_ns(run.pid)
         if stat is None or stat[0] < run.run_ns or stat[1] < run.wait_ns:
             return  # the process is gone (or the pid was reused)
-        cores = core_share((stat[0] - run.run_ns) / 1e9, (stat[1] - run.wait_ns) / 1e9, window_s)
+        reading = runnable_window(
+            (stat[0] - run.run_ns) / 1e9, (stat[1] - run.wait_ns) / 1e9, window_s
+        )
         run.since_s, run.run_ns, run.wait_ns = now_s, stat[0], stat[1]
-        self._learn(run.name, cores)
+        self._learn(run.name, reading)
 
-    def _learn(self, name: str, cores: float) -> None:
+    def _learn(self, name: str, reading: tuple[float, float]) -> None:
         with self._lock:
-            old = self._cores.pop(name, None)
-            self._cores[name] = cores if old is None else old + ALPHA * (cores - old)
-            self._peaks[name] = max(cores, self._peaks.get(name, 0.0) * PEAK_DECAY)
+            readings = self._readings.setdefault(name, deque(maxlen=READINGS))
+            readings.append(reading)
+            share = core_share(readings)
+            self._cores.pop(name, None)
+            self._cores[name] = share
+            self._peaks[name] = max(share, self._peaks.get(name, 0.0) * PEAK_DECAY)
             while len(self._cores) > MAX_NAMES:
                 evicted, _ = self._cores.popitem(last=False)
                 self._peaks.pop(evicted, None)
+                self._readings.pop(evicted, None)
                 self._settled.discard(evicted)
 
     def latest(self, count: int) -> dict[str, float]:
@@ -132,11 +150,15 @@ class TaskDemand:
         with self._lock:
             return dict(list(self._cores.items())[-count:])
 
-    def estimates(self, names: Iterable[str], settled_only: bool = False) -> list[float | None]:
-        """What sizing plans with for each of these tasks: the peak reading of its name
-        (None, planned as a whole core, if unmeasured or, with `settled_only`, unsettled)."""
+    def estimates(
+        self, names: Iterable[str], settled_only: bool = False, peak: bool = True
+    ) -> list[float | None]:
+        """Each task's share by its name: the decaying peak (growth) or the share (release).
+
+        None, planned as a whole core, if unmeasured or, with `settled_only`, unsettled.
+        """
+        table = self._peaks if peak else self._cores
         with self._lock:
             return [
-                None if settled_only and n not in self._settled else self._peaks.get(n)
-                for n in names
+                None if settled_only and n not in self._settled else table.get(n) for n in names
             ]
