@@ -271,7 +271,7 @@ def main() -> int:
     )
     parser.add_argument("--max", type=int, default=8, help="range max of the autoscalers")
     parser.add_argument("--only", default="", help="run only workloads whose name starts with this")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "autoscaler.md")
     args = parser.parse_args()
     # A SIGTERM unwinds like Ctrl-C, so workers, cgroups and redis-server are cleaned up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -306,8 +306,7 @@ def main() -> int:
     ]
     text = "\n".join(lines)
     print(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    args.out.write_text(text)
     return 0
 
 
