@@ -22,7 +22,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml worker-image/pyproject.toml devtools/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]' -e ./worker-image -e ./devtools
+	$(VENV)/bin/pip install -q -e '.[dev]' -e './worker-image[reference]' -e ./devtools
 	touch $@
 
 venv: $(VENV)/.installed

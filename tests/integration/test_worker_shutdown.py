@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
-import psutil
 from celery import Celery
 
 from tests.integration.worker_fixtures import (
@@ -15,6 +15,7 @@ from tests.integration.worker_fixtures import (
     workers_fixture,
 )
 from tests.support.waiting import wait_for
+from tests.support.worker_process import child_pids
 
 FIXTURES = (app_fixture, workers_fixture)
 
@@ -94,9 +95,9 @@ def test_sigkill_of_a_pool_process_under_acks_late_runs_the_task_again(
     worker = workers.started(app, "w1@kill", autoscale="1,1")
     result = app.send_task(LONG_JOB, kwargs={"steps": 3, "step_seconds": 1.0}, queue="celery")
     wait_for("task running", lambda: result.state in ("STARTED", "PROGRESS"), 15)
-    children = psutil.Process(worker.proc.pid).children()
+    children = child_pids(worker.proc.pid)
     assert len(children) == 1
-    children[0].send_signal(signal.SIGKILL)
+    os.kill(children[0], signal.SIGKILL)
     # task_reject_on_worker_lost requeues the message; the respawned process runs it again.
     assert result.get(timeout=60) == {"steps": 3, "seconds": 3.0}
     assert runs_of([worker], result.id) == 2

@@ -51,6 +51,10 @@ class EntryWorkers(WorkerFactory):
             env,
         )
 
+    def start_app(self, hostname: str, app_module: str, autoscale: str, **env: str) -> Worker:
+        """A worker of another app (`celery -A app_module worker`), not the image's entry."""
+        return super().start(hostname, autoscale=autoscale, app_module=app_module, **env)
+
     def started(self, app: Celery, hostname: str, **kwargs: Any) -> Worker:
         """Start a worker and wait (bounded) until it answers remote control."""
         worker = self.start(hostname, **kwargs)

@@ -56,6 +56,7 @@ class WorkerFactory:
         hostname: str,
         autoscale: str = "4,1",
         queues: str = "celery,emails,reports",
+        app_module: str = "celeriac_worker.celery_app",
         **env: str,
     ) -> Worker:
         return self.spawn(
@@ -64,7 +65,7 @@ class WorkerFactory:
                 "-m",
                 "celery",
                 "-A",
-                "celeriac_worker.celery_app",
+                app_module,
                 "worker",
                 f"--autoscale={autoscale}",
                 f"--hostname={hostname}",
@@ -96,6 +97,22 @@ class WorkerFactory:
     def stop_all(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (a prefork worker's pool processes), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we listed
+        # The command name is parenthesised and may hold spaces; the ppid follows it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def control_app(broker_url: str) -> Celery:

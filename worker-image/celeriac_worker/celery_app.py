@@ -1,38 +1,26 @@
 """The Celery app the reference workers run: `celery -A celeriac_worker.celery_app worker`.
 
-Configured for reliability on Redis: a task is acknowledged only after it ran
-(acks_late) and goes back to the queue if its process dies; workers prefetch one task
-per process, so the backlog the operator reads is the real one; soft shutdown fits
-inside the pod's grace period.
+One user of `celeriac_worker.install` like any other app, configured for reliability on
+Redis: a task is acknowledged only after it ran (acks_late) and goes back to the queue if
+its process dies; workers prefetch one task per process, so the backlog the operator
+reads is the real one; soft shutdown fits inside the pod's grace period.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, before_task_publish
+from celery.signals import after_setup_logger, after_setup_task_logger
 
-from celeriac_worker import logs
-from celeriac_worker.autoscaler import RangeFromFile
-from celeriac_worker.metrics import MetricsServer
-from celeriac_worker.observe import PUBLISHED_AT_HEADER
+from celeriac_worker import install, logs
 from celeriac_worker.settings import WorkerEnv
 
 QUEUES = ("celery", "emails", "reports")
 
 env = WorkerEnv()
-app = Celery(
-    "celeriac_worker",
-    broker=env.broker_url,
-    include=["celeriac_worker.tasks"],
-    # Its Request class reports each task's outcome, wait and run time from the main process.
-    task_cls="celeriac_worker.task_base:ObservedTask",
-)
-app.steps["worker"].add(MetricsServer)
-app.steps["worker"].add(RangeFromFile)
+app = Celery("celeriac_worker", broker=env.broker_url, include=["celeriac_worker.tasks"])
 
 transport_options: dict[str, Any] = {
     # A task longer than this is handed to another worker while still running.
@@ -67,7 +55,6 @@ app.conf.update(
     worker_cancel_long_running_tasks_on_connection_loss=True,
     worker_soft_shutdown_timeout=env.soft_shutdown_s,
     worker_enable_soft_shutdown_on_idle=env.soft_shutdown_s > 0,
-    worker_autoscaler="celeriac_worker.autoscaler:CeleriacAutoscaler",
     worker_hijack_root_logger=True,
     worker_send_task_events=False,
     task_serializer="json",
@@ -75,12 +62,7 @@ app.conf.update(
     accept_content=["json"],
 )
 
-
-@before_task_publish.connect
-def stamp_publish_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    # The operator computes the oldest waiting task's age from this header.
-    if headers is not None:
-        headers.setdefault(PUBLISHED_AT_HEADER, time.time())
+install(app)
 
 
 @after_setup_logger.connect

@@ -56,7 +56,7 @@ class LoadReporter(threading.Thread):
             "range_min": self.scaler.min_concurrency,
             "range_max": self.scaler.max_concurrency,
             "cpu_percent": round(cores * 100.0, 1),
-            "cpu_limit_cores": self.env.cpu_limit_cores,
+            "cpu_limit_cores": self.scaler.limits.cpu_cores,
             "processed_total": sum(state.total_count.values()),
             "mean_task_seconds": self.durations.mean_s,
             "p99_task_seconds": self.durations.p99_s,

@@ -14,7 +14,7 @@ from celery import bootsteps
 from celery.signals import task_received
 from celery.worker import state
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from celeriac_worker.observe import OBSERVER, Observer
@@ -59,7 +59,7 @@ class PoolCollector(Collector):
     def __init__(self, worker: Any) -> None:
         self.worker = worker
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         scaler = getattr(self.worker, "autoscaler", None)
         pool = getattr(self.worker, "pool", None)
         size = scaler.processes if scaler is not None else getattr(pool, "num_processes", 0)
@@ -71,6 +71,7 @@ class PoolCollector(Collector):
             yield GaugeMetricFamily(
                 "celeriac_worker_pool_max", "Autoscale range maximum", scaler.max_concurrency
             )
+            yield from self._limits(scaler)
         yield GaugeMetricFamily(
             "celeriac_worker_tasks_running", "Tasks executing now", len(state.active_requests)
         )
@@ -79,6 +80,28 @@ class PoolCollector(Collector):
             "Tasks received and not finished (running included)",
             len(state.reserved_requests),
         )
+
+    def _limits(self, scaler: Any) -> Iterator[Metric]:
+        limits = getattr(scaler, "limits", None)
+        if limits is None:
+            return  # Celery's stock autoscaler
+        yield GaugeMetricFamily(
+            "celeriac_worker_cpu_limit_cores",
+            "CPU the pod may use (cgroup quota or cores)",
+            limits.cpu_cores,
+        )
+        if limits.memory_bytes is not None:
+            yield GaugeMetricFamily(
+                "celeriac_worker_memory_limit_bytes", "The pod's memory limit", limits.memory_bytes
+            )
+        held = CounterMetricFamily(
+            "celeriac_worker_pool_growth_held",
+            "Autoscaler decisions that kept the pool below the tasks at hand, by the budget that bound",
+            labels=["by"],
+        )
+        held.add_metric(["cpu"], scaler.cpu_limited)
+        held.add_metric(["memory"], scaler.memory_limited)
+        yield held
 
 
 METRICS = WorkerMetrics(OBSERVER)

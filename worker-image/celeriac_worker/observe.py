@@ -76,6 +76,9 @@ class TaskDurations:
 OutcomeHook = Callable[[str, str, str], None]
 WaitHook = Callable[[str, float], None]
 RunHook = Callable[[str, float], None]
+# (task id, task name, pool process pid); (task id): a task's start and end in its process
+AcceptedHook = Callable[[str, str, int], None]
+FinishedHook = Callable[[str], None]
 
 
 class Observer:
@@ -86,6 +89,16 @@ class Observer:
         self.on_outcome: list[OutcomeHook] = []
         self.on_wait: list[WaitHook] = []
         self.on_run: list[RunHook] = []
+        self.on_accepted: list[AcceptedHook] = []
+        self.on_finished: list[FinishedHook] = []
+
+    def accepted(self, task_id: str, task: str, pid: int) -> None:
+        for hook in self.on_accepted:
+            hook(task_id, task, pid)
+
+    def finished(self, task_id: str) -> None:
+        for hook in self.on_finished:
+            hook(task_id)
 
     def outcome(self, task: str, queue: str, state: str) -> None:
         for hook in self.on_outcome:
@@ -114,6 +127,7 @@ def _ran_for(request: Request) -> float | None:
 
 
 def _record_success(request: Request) -> None:
+    OBSERVER.finished(request.id)
     OBSERVER.outcome(request.name, _queue(request), "succeeded")
     ran = _ran_for(request)
     if ran is not None:
@@ -139,6 +153,7 @@ class CeleriacRequest(Request):
 
     def on_accepted(self, pid: int, time_accepted: float) -> None:
         super().on_accepted(pid, time_accepted)
+        OBSERVER.accepted(self.id, self.name, pid)
         queue = _queue(self)
         OBSERVER.outcome(self.name, queue, "started")
         published = self.request_dict.get(PUBLISHED_AT_HEADER)
@@ -153,6 +168,7 @@ class CeleriacRequest(Request):
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
     ) -> Any:
+        OBSERVER.finished(self.id)
         state = outcome_of(exc_info.exception)
         OBSERVER.outcome(self.name, _queue(self), state)
         ran = _ran_for(self)

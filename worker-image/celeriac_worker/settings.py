@@ -11,6 +11,11 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def _optional_float(name: str) -> float | None:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else None
+
+
 def soft_shutdown_budget_s(grace_s: float) -> float:
     """Time running tasks get after SIGTERM, out of the pod's terminationGracePeriodSeconds.
 
@@ -43,8 +48,16 @@ class WorkerEnv:
     target_cpu: float = field(
         default_factory=lambda: _float("CELERIAC_TARGET_CPU_PERCENT", 80.0) / 100.0
     )
-    cpu_limit_cores: float = field(
-        default_factory=lambda: _float("CELERIAC_CPU_LIMIT_CORES", float(os.cpu_count() or 1))
+    # Unset (the default): read from the pod's cgroup (see pod_limits); set: overrides it.
+    cpu_limit_cores: float | None = field(
+        default_factory=lambda: _optional_float("CELERIAC_CPU_LIMIT_CORES")
+    )
+    memory_limit_bytes: float | None = field(
+        default_factory=lambda: _optional_float("CELERIAC_MEMORY_LIMIT_BYTES")
+    )
+    # Growth stops while the processes would need more than this share of the memory limit.
+    target_memory: float = field(
+        default_factory=lambda: _float("CELERIAC_TARGET_MEMORY_PERCENT", 90.0) / 100.0
     )
     # The operator sets the soft-shutdown timeout itself; elsewhere (compose, a plain
     # Deployment) it follows from the pod's grace period.
