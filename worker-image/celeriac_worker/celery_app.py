@@ -32,7 +32,10 @@ if env.global_keyprefix:
     transport_options["global_keyprefix"] = env.global_keyprefix
 
 app.conf.update(
-    result_backend=env.result_backend or env.broker_url,
+    # The broker doubles as the result store on Redis; an AMQP broker is no result store,
+    # so results go back as messages (rpc://) unless CELERY_RESULT_BACKEND says otherwise.
+    result_backend=env.result_backend
+    or ("rpc://" if env.broker_url.startswith("amqp") else env.broker_url),
     result_backend_transport_options=dict(transport_options),
     result_backend_always_retry=True,
     result_expires=3600,

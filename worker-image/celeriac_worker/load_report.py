@@ -1,8 +1,12 @@
 """Publishes this worker's load for the operator, every couple of seconds.
 
-One JSON document per worker in the Redis hash `{prefix}celeriac.workers.{pool}`
+On Redis: one JSON document per worker in the Redis hash `{prefix}celeriac.workers.{pool}`
 (field = Celery hostname), read by the operator in the same pipelined round trip as
 the backlog. The hash expires if every worker of the pool goes away.
+
+On RabbitMQ there is no such place: the same document goes out as a Celery event of type
+`worker-celeriac-load` with the pool id, on the worker events exchange the operator
+already consumes (celeriac.signals.heartbeats).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import kombu.exceptions
 import redis
 from celery.signals import worker_shutting_down
 from celery.worker import state
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KEY_TTL_S = 60
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+LOAD_EVENT = "worker-celeriac-load"  # celeriac.signals.heartbeats.LOAD_REPORT
 
 
 class LoadReporter(threading.Thread):
@@ -36,9 +43,13 @@ class LoadReporter(threading.Thread):
         self.key = f"{env.global_keyprefix}celeriac.workers.{env.pool_id}"
         self.durations = OBSERVER.durations
         self.halt = threading.Event()
-        self.client = redis.Redis.from_url(
-            env.broker_url, socket_timeout=5, socket_connect_timeout=5
+        self.over_amqp = env.broker_url.split("://", 1)[0] in AMQP_SCHEMES
+        self.client = (
+            None
+            if self.over_amqp
+            else redis.Redis.from_url(env.broker_url, socket_timeout=5, socket_connect_timeout=5)
         )
+        self.dispatcher: Any = None
         worker_shutting_down.connect(self._withdraw, weak=False)
 
     @property
@@ -64,17 +75,31 @@ class LoadReporter(threading.Thread):
         }
 
     def publish(self) -> None:
+        if self.client is None:
+            self._send_event()
+            return
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.key, self.hostname, json.dumps(self.document()))
         pipe.expire(self.key, KEY_TTL_S)
         pipe.execute()
 
+    def _send_event(self) -> None:
+        if self.dispatcher is None:
+            app = self.scaler.worker.app
+            self.dispatcher = app.events.Dispatcher(
+                app.connection_for_write(), hostname=self.hostname, enabled=True
+            )
+        document = self.document()
+        del document["hostname"]  # the dispatcher adds its own
+        self.dispatcher.send(LOAD_EVENT, pool=self.env.pool_id, **document)
+
     def run(self) -> None:
         while not self.halt.is_set():
             try:
                 self.publish()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("load report failed: %s", exc)
+            except (redis.RedisError, OSError, kombu.exceptions.KombuError) as exc:
+                log.warning("load report failed: %s", type(exc).__name__)
+                self.dispatcher = None  # a new connection next time
             except AttributeError:
                 # The reporter starts with the autoscaler, before the pool has processes.
                 log.debug("pool not started yet; no load report")
@@ -82,6 +107,9 @@ class LoadReporter(threading.Thread):
 
     def _withdraw(self, **_: Any) -> None:
         self.halt.set()
-        # If this fails the report goes stale and the operator drops it.
+        # If this fails the report goes stale and the operator drops it. On AMQP the
+        # worker's own worker-offline event withdraws it.
+        if self.client is None:
+            return
         with contextlib.suppress(redis.RedisError, OSError):
             self.client.hdel(self.key, self.hostname)

@@ -33,10 +33,19 @@ REQUEST = "celeriac_worker.observe:CeleriacRequest"
 DEFAULT_REQUEST = "celery.worker.request:Request"
 
 
-def stamp_publish_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    # The operator computes the oldest waiting task's age from this header.
+def stamp_publish_time(
+    headers: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    # The operator computes the oldest waiting task's age from this header (Redis), and on
+    # RabbitMQ from the AMQP `timestamp` property, which the management API reports as a
+    # queue's head_message_timestamp (whole seconds; headers are not exposed there).
+    now = time.time()
     if headers is not None:
-        headers.setdefault(PUBLISHED_AT_HEADER, time.time())
+        headers.setdefault(PUBLISHED_AT_HEADER, now)
+    if properties is not None:
+        properties.setdefault("timestamp", int(now))
 
 
 def install(app: Celery) -> Celery:
