@@ -42,6 +42,13 @@ def _json(response: Any) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(response.data))
 
 
+def _drained(response: Any) -> None:
+    """Reads a response nobody needs: urllib3 returns a connection to the pool only once
+    its body is read, so an unread PATCH answer cost a new TLS connection per write."""
+    response.data  # noqa: B018 - reading is the point
+    response.release_conn()
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient, timeout_s: float = 10.0) -> None:
         self.apps = client.AppsV1Api(api_client)
@@ -145,7 +152,7 @@ class Kube:
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Only the replica count, as celeriac's field manager (so a later hand edit shows
         up as another manager owning spec.replicas)."""
-        self.apps.patch_namespaced_deployment(
+        response = self.apps.patch_namespaced_deployment(
             name,
             namespace,
             {"spec": {"replicas": replicas}},
@@ -154,6 +161,7 @@ class Kube:
             _preload_content=False,
             _request_timeout=self.timeout_s,
         )
+        _drained(response)
 
     def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         try:
@@ -181,7 +189,7 @@ class Kube:
         return base64.b64decode(data[key]).decode()
 
     def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
+        response = self.custom.patch_namespaced_custom_object_status(
             api.GROUP,
             api.VERSION,
             namespace,
@@ -192,6 +200,7 @@ class Kube:
             _preload_content=False,
             _request_timeout=self.timeout_s,
         )
+        _drained(response)
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         pods = _json(
@@ -205,7 +214,7 @@ class Kube:
         return cast(list[dict[str, Any]], pods.get("items", []))
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-        self.core.patch_namespaced_pod(
+        response = self.core.patch_namespaced_pod(
             name,
             namespace,
             {"metadata": {"annotations": annotations}},
@@ -213,3 +222,4 @@ class Kube:
             _preload_content=False,
             _request_timeout=self.timeout_s,
         )
+        _drained(response)
