@@ -28,14 +28,22 @@ class ScaleTargetError(RuntimeError):
     """The pool's scaleTargetRef cannot be read: the message names it and why."""
 
 
-def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+def load_config(kubeconfig: str | None = None, connections: int | None = None) -> client.ApiClient:
+    """A client whose connection pool holds `connections` (the client's default is 5 per
+    CPU: more threads than that writing at once each open a connection and drop it)."""
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api_client = client.ApiClient()
+    if connections is None:
+        return api_client
+    configuration = api_client.configuration
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import time
 import zlib
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -98,6 +99,7 @@ class Runtime:
     batcher: Batcher[PoolQuery, PoolSignals]
     wakes: dict[str, asyncio.Event] = field(default_factory=dict)
     secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
+    secret_reads: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     watcher: WakeupListener | None = None
     loop: asyncio.AbstractEventLoop | None = None
     queries: dict[str, PoolQuery] = field(default_factory=dict)
@@ -110,7 +112,7 @@ class Runtime:
     @classmethod
     def from_env(cls) -> Runtime:
         settings = OperatorSettings()
-        kube = Kube(load_config(settings.kubeconfig))
+        kube = Kube(load_config(settings.kubeconfig, connections=settings.io_threads))
         return cls(
             settings=settings,
             kube=kube,
@@ -120,6 +122,11 @@ class Runtime:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        # asyncio's default executor has cpu+4 threads (6 on 2 cores): at hundreds of pools
+        # writes and Secret reads queued behind each other for seconds (issue #16).
+        self.loop.set_default_executor(
+            ThreadPoolExecutor(self.settings.io_threads, thread_name_prefix="celeriac-io")
+        )
         if self.settings.wakeup:
             self.watcher = WakeupListener(
                 self._wake_threadsafe, min_interval_s=self.settings.min_reconcile_interval_s
@@ -354,13 +361,16 @@ class Runtime:
 
     async def _broker_url(self, namespace: str, name: str, key: str) -> str:
         cache_key = (namespace, name, key)
-        cached = self.secrets.get(cache_key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < SECRET_TTL_S:
-            return cached[1]
-        value = await asyncio.to_thread(self.kube.read_secret_value, namespace, name, key)
-        # Expired entries go too: a rotated password must not stay in memory for good.
-        for stale in [k for k, (t, _) in self.secrets.items() if now - t >= SECRET_TTL_S]:
-            del self.secrets[stale]
-        self.secrets[cache_key] = (now, value)
-        return value
+        # One GET in flight per Secret: the pools sharing it wait for its answer instead of
+        # each sending their own when the cached value expires (56 GETs a minute at 100 pools).
+        async with self.secret_reads.setdefault(cache_key, asyncio.Lock()):
+            cached = self.secrets.get(cache_key)
+            now = time.monotonic()
+            if cached is not None and now - cached[0] < SECRET_TTL_S:
+                return cached[1]
+            value = await asyncio.to_thread(self.kube.read_secret_value, namespace, name, key)
+            # Expired entries go too: a rotated password must not stay in memory for good.
+            for stale in [k for k, (t, _) in self.secrets.items() if now - t >= SECRET_TTL_S]:
+                del self.secrets[stale]
+            self.secrets[cache_key] = (now, value)
+            return value
