@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,14 @@ class Bench:
             node = json.dumps(fake_node(f"kwok-scale-{self.nodes}"))
             self.cluster.kubectl("apply", "-f", "-", input_text=node)
             self.nodes += 1
-        for i in range(self.pools, n):
+
+        def create(i: int) -> None:
             self.custom.create_namespaced_custom_object(
                 "celeriac.dev", "v1alpha1", NAMESPACE, "celeryworkerpools", pool(f"p{i:04d}")
             )
+
+        with ThreadPoolExecutor(4) as creators:
+            list(creators.map(create, range(self.pools, n)))
         self.pools = n
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -114,6 +119,20 @@ class Bench:
             print(f"  {have}/{n} Deployments", flush=True)
             time.sleep(5)
         raise SystemExit(f"only {self.deployments_at_one()}/{n} Deployments after 900 s")
+
+    def wait_ready(self, timeout_s: float) -> float:
+        """Until every Deployment reports its pods ready: the policy holds a pool whose pods
+        are still starting, so a burst before that would time the controller-manager."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            raw = self.apps.list_namespaced_deployment(NAMESPACE, _preload_content=False)
+            items = json.loads(raw.data)["items"]
+            ready = sum(1 for d in items if (d.get("status") or {}).get("readyReplicas", 0) >= 1)
+            if ready >= self.pools:
+                break
+            print(f"  {ready}/{self.pools} Deployments report a ready pod", flush=True)
+            time.sleep(5)
+        return time.monotonic() - started
 
     def deployments_at_one(self) -> int:
         raw = self.apps.list_namespaced_deployment(NAMESPACE, _preload_content=False)
@@ -355,6 +374,8 @@ def main() -> int:
         "--log", type=Path, default=Path(tempfile.gettempdir()) / "bench-scale-operator.log"
     )
     args = parser.parse_args()
+    # SIGTERM (a stopped run) unwinds like Ctrl-C, so the cluster and Redis are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="celeriac-scale-") as tmp, running_redis() as rs:
         cluster = ControlPlane(state_dir=Path(tmp) / "cp")
@@ -392,8 +413,11 @@ def main() -> int:
                 previous = bench.pools
                 took = bench.grow_to(n)
                 print(f"{n} pools: every Deployment at >= 1 replica after {took:.0f} s", flush=True)
+                ready_s = bench.wait_ready(600)
+                print(f"  ready after {ready_s:.0f} s more", flush=True)
                 time.sleep(args.settle)
                 run = bench.steady_window(args.window)
+                print(json.dumps(run, indent=1, default=str), flush=True)
                 run["reaction"] = reactions(bench, previous, args.singles, args.tasks)
                 run["running_pods"] = bench.running_pods()
                 run["not_ready_nodes"] = not_ready_nodes(cluster)

@@ -276,6 +276,10 @@ class ControlPlane:
                 f"--secure-port={free_port()}",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
                 "--concurrent-deployment-syncs=10",
+                # The client's default 20 requests/s let Deployment status lag the pods by
+                # 10+ minutes at 500 pools (bench_scale.py): readyReplicas stayed 0.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
                 "--concurrent-replicaset-syncs=10",
                 "--v=1",
             ],
