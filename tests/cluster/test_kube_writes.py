@@ -69,3 +69,12 @@ def test_status_scale_and_annotation_writes_reuse_one_connection(
     assert _connections_opened(kube) - opened_before == 0
     status = json.loads(cluster.kubectl("-n", namespace, "get", "cwp", "conn-reuse", "-o", "json"))
     assert status["status"]["desiredReplicas"] == WRITES - 1
+
+
+def test_annotating_a_pod_that_is_already_gone_is_not_an_error(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    kube = Kube(cluster.api_client())
+    kube.annotate_pod(namespace, "deleted-since-the-watch-saw-it", {"bench/i": "1"})
+    out = cluster.kubectl("-n", namespace, "get", "pods", "-o", "name")
+    assert out.split() == []

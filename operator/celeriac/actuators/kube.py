@@ -222,12 +222,19 @@ class Kube:
         return cast(list[dict[str, Any]], pods.get("items", []))
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-        response = self.core.patch_namespaced_pod(
-            name,
-            namespace,
-            {"metadata": {"annotations": annotations}},
-            _content_type=MERGE,
-            _preload_content=False,
-            _request_timeout=self.timeout_s,
-        )
+        """A pod already gone is not an error: the watch that listed it lags its deletion (a
+        404 here failed whole ticks of pools scaling in, bench_scale.py at 500 pools)."""
+        try:
+            response = self.core.patch_namespaced_pod(
+                name,
+                namespace,
+                {"metadata": {"annotations": annotations}},
+                _content_type=MERGE,
+                _preload_content=False,
+                _request_timeout=self.timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
         _drained(response)
