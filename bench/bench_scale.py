@@ -434,7 +434,6 @@ def main() -> int:
     text = report(runs, shutdown, args)
     print(text)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(runs, indent=1, default=str))
     return 0
 
 
