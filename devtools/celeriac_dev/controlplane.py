@@ -276,6 +276,13 @@ class ControlPlane:
                 f"--secure-port={free_port()}",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
                 "--concurrent-deployment-syncs=10",
+                # The client's default 20 requests/s let Deployment status lag the pods by
+                # 10+ minutes at 500 pools (bench_scale.py): readyReplicas stayed 0.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                # A loaded 2-core machine delays kwok's heartbeats; past the grace period the
+                # node goes NotReady and its pods are marked not Ready for good.
+                "--node-monitor-grace-period=120s",
                 "--concurrent-replicaset-syncs=10",
                 "--v=1",
             ],
@@ -305,6 +312,10 @@ class ControlPlane:
                 "--node-ip=127.0.0.1",
                 "--cidr=10.244.0.0/16",
                 f"--server-address=127.0.0.1:{free_port()}",
+                # Without a lease kwok heartbeats through node status about once a minute,
+                # past the controller-manager's 50 s grace: fake nodes flapped NotReady on
+                # runs of a few minutes. A lease is renewed every quarter of its duration.
+                "--node-lease-duration-seconds=40",
             ],
         )
 

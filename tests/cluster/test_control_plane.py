@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from celeriac_dev.controlplane import ControlPlane
+from celeriac_dev.controlplane import FAKE_NODE_NAME, ControlPlane
 from tests.support.waiting import wait_for
 
 
@@ -44,3 +44,22 @@ def test_pod_metrics_report_a_cluster_without_metrics_server(cluster: ControlPla
     assert pods is None
     assert error is not None
     assert "metrics.k8s.io/v1beta1 is not served by this cluster (HTTP 404)" in error
+
+
+def test_the_fake_node_heartbeats_through_a_lease_renewed_well_within_the_grace_period(
+    cluster: ControlPlane,
+) -> None:
+    # Without a lease kwok heartbeats about once a minute and the node flaps NotReady.
+    def lease() -> dict[str, object]:
+        out = cluster.kubectl(
+            "-n", "kube-node-lease", "get", "lease", FAKE_NODE_NAME, "-o", "json", check=False
+        )
+        return dict(json.loads(out)["spec"]) if out else {}
+
+    first = wait_for("the fake node's lease", lease, timeout_s=30, every_s=0.5)
+    assert first["leaseDurationSeconds"] == 40
+
+    def renewed() -> bool:
+        return lease().get("renewTime") != first["renewTime"]
+
+    wait_for("a renewal of the lease", renewed, timeout_s=30, every_s=1.0)

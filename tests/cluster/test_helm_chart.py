@@ -296,7 +296,7 @@ def test_operator_pod_is_hardened(helm: Helm) -> None:
         "metrics": 9090,
         "health": 8080,
     }
-    assert container["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
     assert container["image"] == "ghcr.io/celeriac/operator:0.1.0"
     assert container["command"] == ["celeriac", "run"]
 

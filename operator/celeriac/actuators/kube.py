@@ -28,18 +28,33 @@ class ScaleTargetError(RuntimeError):
     """The pool's scaleTargetRef cannot be read: the message names it and why."""
 
 
-def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+def load_config(kubeconfig: str | None = None, connections: int | None = None) -> client.ApiClient:
+    """A client whose connection pool holds `connections` (the client's default is 5 per
+    CPU: more threads than that writing at once each open a connection and drop it)."""
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        api_client = client.ApiClient()
+    if connections is None:
+        return api_client
+    configuration = api_client.configuration
+    configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def _json(response: Any) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(response.data))
+
+
+def _drained(response: Any) -> None:
+    """Reads a response nobody needs: urllib3 returns a connection to the pool only once
+    its body is read, so an unread PATCH answer cost a new TLS connection per write."""
+    response.data  # noqa: B018 - reading is the point
+    response.release_conn()
 
 
 class Kube:
@@ -145,7 +160,7 @@ class Kube:
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Only the replica count, as celeriac's field manager (so a later hand edit shows
         up as another manager owning spec.replicas)."""
-        self.apps.patch_namespaced_deployment(
+        response = self.apps.patch_namespaced_deployment(
             name,
             namespace,
             {"spec": {"replicas": replicas}},
@@ -154,6 +169,7 @@ class Kube:
             _preload_content=False,
             _request_timeout=self.timeout_s,
         )
+        _drained(response)
 
     def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         try:
@@ -181,7 +197,7 @@ class Kube:
         return base64.b64decode(data[key]).decode()
 
     def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
+        response = self.custom.patch_namespaced_custom_object_status(
             api.GROUP,
             api.VERSION,
             namespace,
@@ -192,6 +208,7 @@ class Kube:
             _preload_content=False,
             _request_timeout=self.timeout_s,
         )
+        _drained(response)
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         pods = _json(
@@ -205,11 +222,19 @@ class Kube:
         return cast(list[dict[str, Any]], pods.get("items", []))
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-        self.core.patch_namespaced_pod(
-            name,
-            namespace,
-            {"metadata": {"annotations": annotations}},
-            _content_type=MERGE,
-            _preload_content=False,
-            _request_timeout=self.timeout_s,
-        )
+        """A pod already gone is not an error: the watch that listed it lags its deletion (a
+        404 here failed whole ticks of pools scaling in, bench_scale.py at 500 pools)."""
+        try:
+            response = self.core.patch_namespaced_pod(
+                name,
+                namespace,
+                {"metadata": {"annotations": annotations}},
+                _content_type=MERGE,
+                _preload_content=False,
+                _request_timeout=self.timeout_s,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        _drained(response)

@@ -63,6 +63,10 @@ SIGNALS_SECONDS = Histogram(
 )
 
 
+# Per pool: the queues with backlog series, and those with an oldest-age series.
+_shown: dict[tuple[str, str], tuple[frozenset[str], frozenset[str]]] = {}
+
+
 def observe_decision(
     namespace: str,
     pool: str,
@@ -93,18 +97,24 @@ def observe_decision(
         if q.oldest_age_s is not None:
             OLDEST_AGE.labels(namespace, pool, q.queue).set(q.oldest_age_s)
             aged.add(q.queue)
-    # A queue dropped from the spec, or one with nothing due, leaves no stale series.
-    queues = {q.queue for q in signals.queues}
-    for labels in _series_of(BACKLOG, namespace, pool):
-        if labels[2] not in queues:
-            BACKLOG.remove(*labels)
-    for labels in _series_of(OLDEST_AGE, namespace, pool):
-        if labels[2] not in aged:
-            OLDEST_AGE.remove(*labels)
+    # A queue dropped from the spec, or one with nothing due, leaves no stale series. What
+    # each pool shows is remembered here: scanning every series of the metric for the pool's
+    # cost O(pools) per tick, O(pools^2) per interval (issue #16).
+    queues = frozenset(q.queue for q in signals.queues)
+    shown_queues, shown_aged = _shown.get((namespace, pool), (frozenset(), frozenset()))
+    for queue in shown_queues - queues:
+        for state in ("waiting", "reserved"):
+            with contextlib.suppress(KeyError):
+                BACKLOG.remove(namespace, pool, queue, state)
+    for queue in shown_aged - aged:
+        with contextlib.suppress(KeyError):
+            OLDEST_AGE.remove(namespace, pool, queue)
+    _shown[(namespace, pool)] = (queues, frozenset(aged))
 
 
 def forget_pool(namespace: str, pool: str) -> None:
     """Every series of a deleted pool, per-queue ones included: none outlives its pool."""
+    _shown.pop((namespace, pool), None)
     for gauge in (DESIRED_REPLICAS, CURRENT_REPLICAS, RANGE_MAX, RANGE_MIN, SIGNAL_UP):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, pool)

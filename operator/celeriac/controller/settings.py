@@ -54,4 +54,12 @@ class OperatorSettings(BaseSettings):
         le=60,
         description="Cap on how often one pool is reconciled on wake-ups.",
     )
+    io_threads: int = Field(
+        default=32,
+        ge=4,
+        le=256,
+        description="Threads for blocking I/O (Kubernetes writes, Secret reads, the signal "
+        "read); also the Kubernetes client's connection pool size, so no write waits for a "
+        "connection or opens a new one.",
+    )
     kubeconfig: str | None = None
