@@ -429,3 +429,22 @@ def test_stopping_and_resuming_consumers_marks_only_the_pods_that_answered() -> 
         "1/2 workers stop consuming to drain before scale-in",
         "1/1 workers resume consuming",
     ]
+
+
+def test_an_idle_settled_pool_writes_no_status_at_all() -> None:
+    world = World.with_deployment(1, ready=1)
+    idle = PoolSignals(
+        observed_at=NOW, queues=[QueueBacklog(queue="celery", waiting=0, reserved=0)]
+    )
+    world.tick(wants(1), signals=idle)
+
+    def remembering(inp):  # type: ignore[no-untyped-def]
+        # The memory's own timestamps move every tick, as the real policy's do.
+        decision = wants(1)(inp)
+        memory = inp.memory.model_copy(update={"last_t": inp.now})
+        return decision.model_copy(update={"memory": memory})
+
+    for minute in range(1, 6):
+        later = idle.model_copy(update={"observed_at": NOW + 60 * minute})
+        world.tick(remembering, signals=later, now=NOW + 60 * minute)
+    assert len(world.statuses) == 1

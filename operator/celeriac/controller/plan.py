@@ -30,6 +30,9 @@ STATUS_REFRESH_S = 30.0
 BACKLOG_REFRESH_S = 5.0
 BACKLOG_STEP_TASKS = 5
 BACKLOG_STEP_RATIO = 0.2
+# A scaling action this recent keeps the memory worth writing (the longest default window,
+# scale-down stabilization plus its rate period, is well inside it).
+MEMORY_MATTERS_S = 600.0
 
 Decide = Callable[[PolicyInput], Decision]
 
@@ -372,13 +375,30 @@ def status_due(obs: Observation, status: CeleryWorkerPoolStatus) -> bool:
         return True
     if _settled(status) != _settled(written):
         return True
-    if status == written:
+    visible_changed = _without_memory(status) != _without_memory(written)
+    memory_changed = status.policy_memory != written.policy_memory
+    if not visible_changed and not (memory_changed and _memory_matters(obs)):
         return False
     since = obs.now - obs.written_at
     if since >= STATUS_REFRESH_S:
         return True
     # A backlog that moved a lot is news while it happens (a burst, a drain), not 30 s later.
     return since >= BACKLOG_REFRESH_S and _moved(written.backlog, status.backlog)
+
+
+def _without_memory(status: CeleryWorkerPoolStatus) -> CeleryWorkerPoolStatus:
+    return status.model_copy(update={"policy_memory": None})
+
+
+def _memory_matters(obs: Observation) -> bool:
+    """Whether a restart would lose something by not having the newest memory: work is
+    waiting or running, or a scaling action is recent enough for a window to hold on it.
+    An idle, settled pool's memory only ticks its timestamps: not worth a write."""
+    signals = obs.signals
+    if signals is not None and signals.backlog:
+        return True
+    events = obs.memory.scale_events
+    return bool(events) and obs.now - events[-1].t < MEMORY_MATTERS_S
 
 
 def _moved(before: int | None, after: int | None) -> bool:
