@@ -7,9 +7,10 @@ from typing import Any
 
 from celeriac.signals.celery_message import (
     due_age_s,
+    eta_is_future,
     eta_timestamp,
     oldest_due_age,
-    unacked_entry,
+    unacked_key_eta,
 )
 from celeriac.signals.model import WorkerLoad
 from celeriac.signals.reader import BacklogReader, PoolQuery
@@ -72,10 +73,12 @@ def test_the_oldest_due_message_decides_even_without_a_header() -> None:
 def test_unacked_values_give_routing_key_and_whether_held_for_later() -> None:
     due = raw([envelope(published_at=NOW), "", "reports"])
     later = raw([envelope(eta="2023-11-14T22:20:00+00:00"), "", "emails"])
-    assert unacked_entry(due, NOW) == ("reports", False)
-    assert unacked_entry(later, NOW) == ("emails", True)
-    assert unacked_entry(raw(envelope()), NOW) is None
-    assert unacked_entry(b"\xff", NOW) is None
+    assert unacked_key_eta(due) == ("reports", "")
+    assert unacked_key_eta(later) == ("emails", "2023-11-14T22:20:00+00:00")
+    assert eta_is_future("2023-11-14T22:20:00+00:00", NOW)
+    assert not eta_is_future("", NOW)
+    assert unacked_key_eta(raw(envelope())) == ("", "")
+    assert unacked_key_eta(b"\xff") == ("", "")
 
 
 def test_stale_and_malformed_worker_reports_are_dropped() -> None:

@@ -57,6 +57,23 @@ def _drained(response: Any) -> None:
     response.release_conn()
 
 
+def _secret_value(secret: dict[str, Any], namespace: str, name: str, key: str) -> str:
+    # Whoever creates a pool may name any Secret of the namespace: no message here may carry
+    # a byte of its value, nor the names of its other keys (issue #14).
+    data = secret.get("data")
+    value = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise SecretError(
+            f"Secret {namespace}/{name} has no key {key!r} (spec.broker.urlSecretRef.key)"
+        )
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError; both quote the bytes
+        raise SecretError(
+            f"Secret {namespace}/{name} key {key!r} is not UTF-8 text: not a broker URL"
+        ) from None
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient, timeout_s: float = 10.0) -> None:
         self.apps = client.AppsV1Api(api_client)
@@ -188,13 +205,7 @@ class Kube:
                     f"operator may not read Secret {namespace}/{name}: check its RBAC"
                 ) from exc
             raise
-        data = secret.get("data") or {}
-        if key not in data:
-            raise SecretError(
-                f"Secret {namespace}/{name} has no key {key!r} (spec.broker.urlSecretRef.key); "
-                f"keys: {sorted(data)}"
-            )
-        return base64.b64decode(data[key]).decode()
+        return _secret_value(secret, namespace, name, key)
 
     def patch_pool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         response = self.custom.patch_namespaced_custom_object_status(

@@ -89,10 +89,18 @@ def oldest_due(newest_first: list[bytes], now: float) -> tuple[str | None, float
     return None
 
 
-def unacked_entry(raw: bytes | str, now: float) -> tuple[str, bool] | None:
-    """(routing key, held for a future ETA) of an `unacked` hash value; None if unreadable."""
+def unacked_key_eta(raw: bytes | str) -> tuple[str, str]:
+    """(routing key, eta header) of an `unacked` hash value, "" for what is unreadable.
+
+    The same pair the server-side script returns, so both read paths count alike.
+    """
     doc = _decode(raw)
-    if not isinstance(doc, list) or len(doc) != 3:
-        return None
-    eta = eta_timestamp(headers_of(doc))
-    return str(doc[2]), eta is not None and eta > now
+    if not isinstance(doc, list) or len(doc) != 3 or not isinstance(doc[2], str):
+        return "", ""
+    eta = headers_of(doc).get("eta")
+    return doc[2], eta if isinstance(eta, str) else ""
+
+
+def eta_is_future(eta: str, now: float) -> bool:
+    at = eta_timestamp({"eta": eta}) if eta else None
+    return at is not None and at > now

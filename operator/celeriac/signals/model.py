@@ -6,7 +6,7 @@ so the policy can hold replicas through a broker outage instead of scaling in.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The worker image publishes one JSON document per worker into this Redis hash
 # (field = Celery hostname), prefixed by the transport's global_keyprefix:
@@ -46,26 +46,58 @@ class QueueBacklog(Frozen):
         return self.waiting + self.reserved
 
 
-class WorkerLoad(Frozen):
-    """One Celery worker (one pod) as it reports itself."""
+# Bounds of a worker report (issue #14, 3): anyone who can write to the broker can write
+# one, so every number is finite and within what a real pod can report. A pod runs at most
+# 1024 processes (the CRD's concurrency.max); prefetch holds at most 1024 x 1024 tasks;
+# durations beyond the longest visibility timeout (7 days) are not task durations.
+MAX_PROCESSES = 1024
+MAX_RESERVED = 1024 * 1024
+MAX_TASK_SECONDS = 604_800.0
+MAX_CPU_PERCENT = 100.0 * 4096  # 4096 cores
+MAX_TOTAL = 2**53  # exact in a JSON double
+MAX_NAME = 253
 
-    hostname: str
-    pod: str | None = None
-    running: int = Field(ge=0, description="Tasks executing now.")
+
+class WorkerLoad(Frozen):
+    """One Celery worker (one pod) as it reports itself: untrusted input, bounded here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    hostname: str = Field(min_length=1, max_length=MAX_NAME + 64)
+    pod: str | None = Field(default=None, max_length=MAX_NAME)
+    running: int = Field(ge=0, le=MAX_PROCESSES, description="Tasks executing now.")
     reserved: int = Field(
-        default=0, ge=0, description="Tasks received and not finished (running included)."
+        default=0,
+        ge=0,
+        le=MAX_RESERVED,
+        description="Tasks received and not finished (running included).",
     )
-    pool_size: int = Field(ge=0, description="Live pool processes.")
-    range_min: int = Field(ge=0)
-    range_max: int = Field(ge=0)
-    cpu_percent: float | None = Field(default=None, ge=0, description="Pod CPU, 100 = one core.")
-    cpu_limit_cores: float | None = None
-    processed_total: int = Field(default=0, ge=0)
-    mean_task_seconds: float | None = Field(default=None, ge=0)
+    pool_size: int = Field(ge=0, le=MAX_PROCESSES, description="Live pool processes.")
+    range_min: int = Field(ge=0, le=MAX_PROCESSES)
+    range_max: int = Field(ge=0, le=MAX_PROCESSES)
+    cpu_percent: float | None = Field(
+        default=None, ge=0, le=MAX_CPU_PERCENT, description="Pod CPU, 100 = one core."
+    )
+    cpu_limit_cores: float | None = Field(default=None, ge=0, le=MAX_CPU_PERCENT / 100)
+    processed_total: int = Field(default=0, ge=0, le=MAX_TOTAL)
+    mean_task_seconds: float | None = Field(default=None, ge=0, le=MAX_TASK_SECONDS)
     p99_task_seconds: float | None = Field(
-        default=None, ge=0, description="99th percentile of recent task durations."
+        default=None,
+        ge=0,
+        le=MAX_TASK_SECONDS,
+        description="99th percentile of recent task durations.",
     )
-    ts: float = Field(description="Unix time the worker published this.")
+    ts: float = Field(
+        ge=0, le=MAX_TOTAL, description="Unix time the worker published this (window: reader)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkerLoad:
+        if self.range_min > self.range_max:
+            raise ValueError("range_min above range_max")
+        if self.running > max(self.pool_size, self.range_max):
+            raise ValueError("more tasks running than processes")
+        return self
 
 
 class PodCPU(Frozen):
@@ -85,6 +117,12 @@ class PoolSignals(Frozen):
     backlog_error: str | None = None
     workers: list[WorkerLoad] | None = None
     workers_error: str | None = None
+    worker_reports: int = Field(default=0, ge=0, description="Fields in the report hash.")
+    worker_reports_refused: int = Field(
+        default=0,
+        ge=0,
+        description="Reports not believed: unread past the cap, oversized, out of bounds, stale.",
+    )
     pod_cpu: list[PodCPU] | None = None
     pod_cpu_error: str | None = None
 

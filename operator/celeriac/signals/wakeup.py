@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import redis
 
 from celeriac.signals import kombu_keys, rabbitmq_api
-from celeriac.signals.connection import connect, server_label
+from celeriac.signals.connection import connect, redact, server_label
 from celeriac.signals.rabbitmq_wakeup import RabbitMQWakeup
 from celeriac.signals.reader import PoolQuery
 
@@ -76,14 +76,16 @@ class _ServerListener(threading.Thread):
                 log.info(
                     "wake-up listener for %s lost its connection (%s); reconnecting",
                     server_label(self.url),
-                    exc,
+                    redact(str(exc), self.url),
                 )
                 self.channels = {}
                 self._halt.wait(1.0)
             except ValueError as exc:
                 # A URL redis-py cannot use: the pool's status already says so (the reader fails
                 # the same way); wake-ups for it stop until the operator restarts.
-                log.warning("no wake-ups for %s: %s", server_label(self.url), exc)
+                log.warning(
+                    "no wake-ups for %s: %s", server_label(self.url), redact(str(exc), self.url)
+                )
                 return
 
     def _listen(self) -> None:
