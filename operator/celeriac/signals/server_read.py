@@ -81,12 +81,12 @@ class ScriptMissingError(Exception):
 def _check_script_reply(reply: object) -> None:
     if isinstance(reply, redis.exceptions.NoScriptError):
         raise ScriptMissingError
+    if isinstance(reply, redis.exceptions.NoPermissionError):  # an ACL without @scripting
+        raise ScriptRefusedError(str(reply))
     if isinstance(reply, redis.ResponseError):
-        text = str(reply)
-        if text.startswith(("NOPERM", "unknown command", "ERR unknown command")) or (
-            "script" in text.lower() and "disabled" in text.lower()
-        ):
-            raise ScriptRefusedError(text)
+        text = str(reply).lower()
+        if "unknown command" in text or ("script" in text and "disabled" in text):
+            raise ScriptRefusedError(str(reply))
 
 
 def fetch_scripted(
