@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from celeriac.actuators import render
 from celeriac.api.pool import CeleryWorkerPoolSpec
 
@@ -99,3 +102,104 @@ def test_soft_shutdown_fits_inside_the_grace_period() -> None:
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert pod["terminationGracePeriodSeconds"] == 600
     assert env["CELERIAC_SOFT_SHUTDOWN_TIMEOUT"] == "540"
+
+
+def _pod(s: CeleryWorkerPoolSpec) -> dict[str, Any]:
+    return render.render_deployment("p", "ns", "u", s, 1)["spec"]["template"]  # type: ignore[no-any-return]
+
+
+def test_the_rendered_pod_meets_the_restricted_pod_security_profile() -> None:
+    pod = _pod(spec())["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["containers"][0]["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    for forbidden in ("hostNetwork", "hostPID", "hostIPC", "nodeName"):
+        assert forbidden not in pod
+
+
+def test_a_pod_template_cannot_loosen_the_security_context_or_the_selector() -> None:
+    override = {
+        "metadata": {"labels": {"celeriac.dev/pool": "someone-else"}},
+        "spec": {
+            "securityContext": {"runAsUser": 1000},
+            "containers": [
+                {"name": "worker", "securityContext": {"readOnlyRootFilesystem": True}},
+                {"name": "sidecar", "image": "busybox"},
+            ],
+        },
+    }
+    pod = _pod(spec(template={"image": "i", "app": "a", "podTemplate": override}))
+    assert pod["metadata"]["labels"]["celeriac.dev/pool"] == "p"
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    worker, sidecar = pod["spec"]["containers"]
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+    for container in (worker, sidecar):
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"spec": {"hostPID": True}},
+        {"spec": {"hostNetwork": True}},
+        {"spec": {"hostIPC": True}},
+        {"spec": {"nodeName": "control-plane-1"}},
+        {"spec": {"serviceAccountName": "cluster-admin-sa"}},
+        {"spec": {"runtimeClassName": "unsandboxed"}},
+        {"spec": {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}},
+        {"spec": {"containers": [{"name": "worker", "securityContext": {"privileged": True}}]}},
+        {"spec": {"containers": [{"name": "w", "securityContext": {"runAsUser": 0}}]}},
+        {
+            "spec": {
+                "containers": [
+                    {"name": "worker", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}
+                ]
+            }
+        },
+        {
+            "spec": {
+                "containers": [{"name": "worker", "ports": [{"containerPort": 1, "hostPort": 80}]}]
+            }
+        },
+        {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "w",
+                        "volumeMounts": [
+                            {"name": "v", "mountPath": "/x", "mountPropagation": "Bidirectional"}
+                        ],
+                    }
+                ]
+            }
+        },
+        {"spec": {"securityContext": {"runAsUser": 0}}},
+        {"spec": {"securityContext": {"sysctls": [{"name": "kernel.x", "value": "1"}]}}},
+        {"unknownTopLevel": {}},
+    ],
+)
+def test_a_pod_template_asking_for_host_access_is_refused(override: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        spec(template={"image": "i", "app": "a", "podTemplate": override})
+
+
+def test_queues_times_priority_steps_are_bounded() -> None:
+    with pytest.raises(ValidationError, match="256 Redis lists"):
+        spec(
+            queues=[f"q{i}" for i in range(32)],
+            broker={
+                "urlSecretRef": {"name": "b"},
+                "transport": {"prioritySteps": list(range(9))},
+            },
+        )
+    assert len(spec(queues=[f"q{i}" for i in range(32)]).queues) == 32

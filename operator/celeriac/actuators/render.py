@@ -125,10 +125,6 @@ def render_pod_template(
         "args": celery_args(spec),
         "env": _env(f"{namespace}/{pool_name}", spec, grace),
         "volumeMounts": [{"name": "podinfo", "mountPath": PODINFO_DIR, "readOnly": True}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
     }
     container["command"] = template.command if template.command is not None else ["celery"]
     resources = _resources(spec)
@@ -175,8 +171,34 @@ def render_pod_template(
         "spec": pod_spec,
     }
     if template.pod_template:
-        rendered = merge_pod_template(rendered, template.pod_template)
-    return rendered
+        override = template.pod_template.model_dump(by_alias=True, exclude_none=True)
+        rendered = merge_pod_template(rendered, override)
+    # Last, whatever the template said: the selector must match, and the pod must meet the
+    # restricted Pod Security profile (issue #14, 2).
+    rendered["metadata"]["labels"].update(selector_labels(pool_name))
+    return restricted(rendered)
+
+
+# https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {
+    **RESTRICTED_POD,
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def restricted(pod_template: dict[str, Any]) -> dict[str, Any]:
+    """`pod_template` with the restricted profile's security context on the pod and each container."""
+    out = copy.deepcopy(pod_template)
+    spec = out["spec"]
+    spec["securityContext"] = {**spec.get("securityContext", {}), **RESTRICTED_POD}
+    for kind in ("containers", "initContainers"):
+        for container in spec.get(kind, []):
+            context = {**container.get("securityContext", {}), **RESTRICTED_CONTAINER}
+            container["securityContext"] = copy.deepcopy(context)
+    return out
 
 
 def render_deployment(

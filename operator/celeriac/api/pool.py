@@ -9,8 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, Field, model_validator
+
+from celeriac.api.pod_template import EnvVar, Model, PodTemplate
 
 GROUP = "celeriac.dev"
 VERSION = "v1alpha1"
@@ -23,17 +24,7 @@ SHORT_NAMES = ["cwp"]
 # and free of the transport's priority separator (\x06\x16).
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"
 CEL = "x-kubernetes-validations"
-
-
-class Model(BaseModel):
-    """camelCase on the wire, snake_case in Python, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
+MAX_QUEUE_LISTS = 256  # queues x priority steps, each a Redis list read every tick
 
 
 class SecretKeyRef(Model):
@@ -168,15 +159,6 @@ class WorkerSettings(Model):
     )
 
 
-class EnvVar(Model):
-    name: Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=256)]
-    value: Annotated[str | None, Field(max_length=32768)] = None
-    value_from: Annotated[
-        dict[str, Any] | None,
-        Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
-    ] = None
-
-
 class ResourceList(Model):
     cpu: Annotated[str | None, Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$", max_length=32)] = None
     memory: Annotated[
@@ -219,10 +201,12 @@ class WorkerTemplate(Model):
     ] = Field(default_factory=list)
     service_account_name: Annotated[str | None, Field(max_length=253)] = None
     pod_template: Annotated[
-        dict[str, Any] | None,
+        PodTemplate | None,
         Field(
-            description="A PodTemplateSpec merged over the rendered one (strategic: containers by name).",
-            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+            description=(
+                "Merged over the rendered pod template (containers and volumes by name); "
+                "restricted to what a worker needs (celeriac.api.pod_template)."
+            ),
         ),
     ] = None
 
@@ -493,6 +477,11 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             "message": "set exactly one of template (celeriac renders the Deployment) "
             "and scaleTargetRef (attach to your own)",
         },
+        {
+            # Each list is read every tick (issue #14, 11): 32 queues x 256 steps was 16k.
+            "rule": "!has(self.broker.transport) || !has(self.broker.transport.prioritySteps) || size(self.queues) * size(self.broker.transport.prioritySteps) <= 256",
+            "message": "queues x broker.transport.prioritySteps must be <= 256 Redis lists",
+        },
     ],
 }
 
@@ -514,6 +503,10 @@ _PY_RULES: dict[str, list[tuple[str, Any]]] = {
         (
             CEL_RULES["CeleryWorkerPoolSpec"][1]["message"],
             lambda p: (p.template is None) != (p.scale_target_ref is None),
+        ),
+        (
+            CEL_RULES["CeleryWorkerPoolSpec"][2]["message"],
+            lambda p: len(p.queues) * len(p.broker.transport.priority_steps) <= MAX_QUEUE_LISTS,
         ),
     ],
 }

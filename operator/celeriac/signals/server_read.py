@@ -35,8 +35,9 @@ MAX_UNACKED_READ = 20_000
 UNACKED_COPY_BUDGET_BYTES = 256 * 1024 * 1024
 # Without scripts: the most a tick may move from one server (MEMORY USAGE estimates).
 PLAIN_TICK_BUDGET_BYTES = 32 * 1024 * 1024
-# Lists (queues x priority steps) read per pool per tick; the CRD refuses more (issue #14, 11).
-MAX_LISTS_PER_POOL = 256
+# Lists read per pool per tick (issue #14, 11): the CRD allows 256 queues x priority steps,
+# plus each queue's plain list when the steps omit 0.
+MAX_LISTS_PER_POOL = 256 + 32
 
 ListSlot = tuple[str, str, int, str]  # pool id, queue, priority step, key
 
