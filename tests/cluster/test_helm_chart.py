@@ -463,13 +463,18 @@ def test_cluster_wide_install_grants_what_the_operator_needs_and_nothing_else(
     assert can("patch", "pods", "-n", other)
     assert can("get", "secrets", "-n", other)
     assert can("create", "events", "-n", other)
-    assert can("create", "events.events.k8s.io", "-n", other)
     # metrics-server is not running here, so this one goes through a SubjectAccessReview.
     assert release.reviewed("list", "metrics.k8s.io", "pods", other)
     assert not release.reviewed("list", "metrics.k8s.io", "nodes", other)
     assert can("watch", "customresourcedefinitions.apiextensions.k8s.io", "-A")
     assert can("patch", "clusterkopfpeerings.kopf.dev", "-A")
-    # What it never does.
+    # What it never does (issue #14, 5: only the verbs the code uses).
+    assert not can("update", "deployments.apps", "-n", other)
+    assert not can("list", "deployments.apps", "-n", other)
+    assert not can("watch", "pods", "-n", other)
+    assert not can("create", "events.events.k8s.io", "-n", other)
+    assert not can("patch", "events", "-n", other)
+    assert not can("get", "celeryworkerpools.celeriac.dev", "-n", other)
     assert not can("list", "secrets", "-n", other)
     assert not can("watch", "secrets", "-A")
     assert not can("delete", "deployments.apps", "-n", other)

@@ -75,15 +75,16 @@ What the operator does to pools, their Deployments and pods: one rule list for t
 (cluster-wide mode) and for each namespace's Role (namespaced mode). README.md explains each rule.
 */}}
 {{- define "celeriac.poolRules" -}}
+# Only the verbs the operator's code and kopf use (issue #14, 5); the chart README says why.
 - apiGroups: ["celeriac.dev"]
   resources: ["celeryworkerpools"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["celeriac.dev"]
   resources: ["celeryworkerpools/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
@@ -104,13 +105,15 @@ What the operator does to pools, their Deployments and pods: one rule list for t
   verbs: ["get"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.rbac.podMetrics }}
 - apiGroups: ["metrics.k8s.io"]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  verbs: ["list"]
 {{- end }}
+{{- end -}}
+
+{{/* The operator's ServiceAccount as the apiserver names it in request.userInfo. */}}
+{{- define "celeriac.serviceAccountUser" -}}
+system:serviceaccount:{{ .Release.Namespace }}:{{ include "celeriac.serviceAccountName" . }}
 {{- end -}}
