@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from celery.result import AsyncResult
 from fastapi import FastAPI, HTTPException, Path, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from celeriac_worker import tasks
 from celeriac_worker.celery_app import app as celery_app
+from celeriac_worker.celery_app import env as worker_env
 
 api = FastAPI(
     title="celeriac reference worker API",
@@ -48,6 +49,19 @@ class ReportRequest(TaskRequest):
 class LongJobRequest(TaskRequest):
     steps: Annotated[int, Field(ge=1, le=10_000)]
     step_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
+
+    @model_validator(mode="after")
+    def _runs_once(self) -> LongJobRequest:
+        # Past the broker's visibility timeout Redis hands the task to a second worker while
+        # the first still runs it (issue #14, 10): the job must fit the longest task the
+        # Celery configuration delivers once (visibility_timeout is derived from it).
+        longest = worker_env.longest_task_s
+        if self.steps * self.step_seconds > longest:
+            raise ValueError(
+                f"steps x step_seconds must be <= {longest:g} s "
+                "(CELERIAC_LONGEST_TASK_SECONDS, below the broker's visibility timeout)"
+            )
+        return self
 
 
 class Accepted(BaseModel):
