@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from celeriac.signals import kombu_keys
 from celeriac.signals.reader import BacklogReader, PoolQuery
 from celeriac_dev.certs import create_pki
+from celeriac_worker.load_report import broker_client
 from tests.support.redis_server import free_port, running_redis
 from tests.support.waiting import wait_for
 
@@ -141,3 +144,35 @@ def test_sentinel_without_a_master_name_says_so() -> None:
     assert got.backlog_error is not None
     assert "spec.broker.transport.masterName" in got.backlog_error
     assert time.monotonic() - started < 5.0  # said at once, not after connection attempts
+
+
+def _publish_report(client: redis.Redis[bytes], pool_id: str) -> None:
+    doc = {
+        "hostname": "celery@w-1",
+        "pod": "w-1",
+        "running": 1,
+        "pool_size": 2,
+        "range_min": 1,
+        "range_max": 4,
+        "ts": time.time(),
+    }
+    client.hset(kombu_keys.worker_load_key(pool_id), "celery@w-1", json.dumps(doc))
+
+
+def test_the_worker_reports_load_through_sentinel(sentinel: tuple[int, int]) -> None:
+    sentinel_port, _ = sentinel
+    url = f"sentinel://127.0.0.1:{sentinel_port}/0;sentinel://127.0.0.1:{sentinel_port}/0"
+    _publish_report(broker_client(url, "mymaster"), "ns/s")
+    query = PoolQuery(pool_id="ns/s", broker_url=url, queues=("jobs",), master_name="mymaster")
+    got = BacklogReader().read([query])["ns/s"]
+    assert [w.hostname for w in got.workers or []] == ["celery@w-1"]
+    with pytest.raises(ValueError, match="CELERIAC_SENTINEL_MASTER"):
+        broker_client(url, None)
+
+
+def test_the_worker_reports_load_over_tls_with_cert_required(tls_redis: tuple[int, Path]) -> None:
+    port, ca = tls_redis
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}&ssl_cert_reqs=CERT_REQUIRED"
+    _publish_report(broker_client(url, None), "ns/tls")
+    got = BacklogReader().read([PoolQuery(pool_id="ns/tls", broker_url=url, queues=("q",))])
+    assert [w.hostname for w in got["ns/tls"].workers or []] == ["celery@w-1"]

@@ -203,3 +203,22 @@ def test_queues_times_priority_steps_are_bounded() -> None:
             },
         )
     assert len(spec(queues=[f"q{i}" for i in range(32)]).queues) == 32
+
+
+def test_transport_options_reach_the_workers() -> None:
+    s = spec(
+        broker={
+            "urlSecretRef": {"name": "b"},
+            "transport": {
+                "masterName": "mymaster",
+                "visibilityTimeoutSeconds": 7200,
+                "prioritySteps": [0, 5],
+                "sep": ":",
+            },
+        }
+    )
+    env = {e["name"]: e.get("value") for e in _pod(s)["spec"]["containers"][0]["env"]}
+    assert env["CELERIAC_SENTINEL_MASTER"] == "mymaster"
+    assert env["CELERIAC_VISIBILITY_TIMEOUT"] == "7200"
+    assert env["CELERIAC_PRIORITY_STEPS"] == "0,5"
+    assert env["CELERIAC_PRIORITY_SEP"] == ":"

@@ -14,14 +14,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlparse, urlunparse
 
 import kombu.exceptions
 import redis
 from celery.signals import worker_shutting_down
 from celery.worker import state
+from redis.sentinel import Sentinel
 
 from celeriac_worker.observe import OBSERVER
 from celeriac_worker.settings import WorkerEnv
@@ -33,6 +36,51 @@ log = logging.getLogger(__name__)
 KEY_TTL_S = 60
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 LOAD_EVENT = "worker-celeriac-load"  # celeriac.signals.heartbeats.LOAD_REPORT
+# Set by the operator from spec.broker.transport.masterName for sentinel:// brokers.
+SENTINEL_MASTER_ENV = "CELERIAC_SENTINEL_MASTER"
+# kombu (kombu/utils/url.py) accepts Celery's documented CERT_REQUIRED spelling; redis-py
+# only the lower-case one, so without this every report failed (issue #14, 8).
+_CERT_REQS = {"CERT_REQUIRED": "required", "CERT_OPTIONAL": "optional", "CERT_NONE": "none"}
+TIMEOUT_S = 5.0
+
+
+def _redis_py_url(url: str) -> str:
+    parsed = urlparse(url)
+    query = [
+        (k, _CERT_REQS.get(v, v) if k == "ssl_cert_reqs" else v)
+        for k, v in parse_qsl(parsed.query, keep_blank_values=True)
+    ]
+    return urlunparse(parsed._replace(query=urlencode(query, safe="/", quote_via=quote)))
+
+
+def broker_client(url: str, master_name: str | None) -> redis.Redis[bytes]:
+    """A client for a broker URL as kombu spells it: redis://, rediss:// or sentinel://."""
+    if not url.startswith("sentinel://"):
+        return redis.Redis.from_url(
+            _redis_py_url(url), socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
+        )
+    if not master_name:
+        raise ValueError(f"a sentinel:// broker needs {SENTINEL_MASTER_ENV}")
+    # kombu: `sentinel://[:password@]host:port[/db];sentinel://...`; the password is the master's.
+    hosts: list[tuple[str, int]] = []
+    auth: dict[str, Any] = {"db": 0}
+    for part in url.split(";"):
+        parsed = urlparse(part.strip())
+        hosts.append((parsed.hostname or "127.0.0.1", parsed.port or 26379))
+        if parsed.username:
+            auth["username"] = unquote(parsed.username)
+        if parsed.password:
+            auth["password"] = unquote(parsed.password)
+        if parsed.path.strip("/").isdecimal():
+            auth["db"] = int(parsed.path.strip("/"))
+    timeouts = {"socket_timeout": TIMEOUT_S, "socket_connect_timeout": TIMEOUT_S}
+    sentinel = Sentinel(
+        hosts,
+        sentinel_kwargs=dict(timeouts),
+        socket_timeout=TIMEOUT_S,
+        socket_connect_timeout=TIMEOUT_S,
+    )
+    return sentinel.master_for(master_name, **auth, **timeouts)
 
 
 class LoadReporter(threading.Thread):
@@ -47,7 +95,7 @@ class LoadReporter(threading.Thread):
         self.client = (
             None
             if self.over_amqp
-            else redis.Redis.from_url(env.broker_url, socket_timeout=5, socket_connect_timeout=5)
+            else broker_client(env.broker_url, os.environ.get(SENTINEL_MASTER_ENV))
         )
         self.dispatcher: Any = None
         worker_shutting_down.connect(self._withdraw, weak=False)

@@ -87,6 +87,24 @@ def _env(pool_id: str, spec: CeleryWorkerPoolSpec, grace_s: int) -> list[dict[st
             "value": str(max(1, int(grace_s * 0.9))),
         },
     ]
+    transport = spec.broker.transport
+    # The worker's Celery app and load reporter need the same transport options the
+    # operator reads with (issue #14, 8): without them a sentinel:// worker cannot start.
+    env.extend(
+        [
+            {
+                "name": "CELERIAC_VISIBILITY_TIMEOUT",
+                "value": str(transport.visibility_timeout_seconds),
+            },
+            {
+                "name": "CELERIAC_PRIORITY_STEPS",
+                "value": ",".join(map(str, transport.priority_steps)),
+            },
+            {"name": "CELERIAC_PRIORITY_SEP", "value": transport.sep},
+        ]
+    )
+    if transport.master_name:
+        env.append({"name": "CELERIAC_SENTINEL_MASTER", "value": transport.master_name})
     for var in spec.require_template().env:
         env.append(var.model_dump(by_alias=True, exclude_none=True))
     return env
