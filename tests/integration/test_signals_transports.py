@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from celeriac.actuators.celery_control import CeleryControl
 from celeriac.signals import kombu_keys
 from celeriac.signals.reader import BacklogReader, PoolQuery
 from celeriac_dev.certs import create_pki
@@ -176,3 +177,16 @@ def test_the_worker_reports_load_over_tls_with_cert_required(tls_redis: tuple[in
     _publish_report(broker_client(url, None), "ns/tls")
     got = BacklogReader().read([PoolQuery(pool_id="ns/tls", broker_url=url, queues=("q",))])
     assert [w.hostname for w in got["ns/tls"].workers or []] == ["celery@w-1"]
+
+
+def test_range_changes_go_through_sentinel_with_the_master_name(sentinel: tuple[int, int]) -> None:
+    sentinel_port, _ = sentinel
+    url = f"sentinel://127.0.0.1:{sentinel_port}/0"
+    control = CeleryControl(reply_timeout_s=0.3, attempts=1)
+    try:
+        result = control.apply_range(url, ["celery@nobody"], 1, 2, master_name="mymaster")
+    finally:
+        control.close()
+    # No worker answers, but the broadcast went out through the master sentinel named.
+    assert result.unconfirmed == ["celery@nobody"]
+    assert result.attempts == 1

@@ -34,15 +34,19 @@ class CeleryControl:
     def __init__(self, reply_timeout_s: float = 1.0, attempts: int = 3) -> None:
         self.reply_timeout_s = reply_timeout_s
         self.attempts = attempts
-        self._apps: dict[tuple[str, str], Celery] = {}
+        self._apps: dict[tuple[str, str, str | None], Celery] = {}
         self._lock = threading.Lock()
 
-    def app(self, broker_url: str, global_keyprefix: str = "") -> Celery:
+    def app(
+        self, broker_url: str, global_keyprefix: str = "", master_name: str | None = None
+    ) -> Celery:
         """The control app for a broker, shared with other actuators (celery_inspect)."""
-        return self._app(broker_url, global_keyprefix)
+        return self._app(broker_url, global_keyprefix, master_name)
 
-    def _app(self, broker_url: str, global_keyprefix: str) -> Celery:
-        key = (broker_url, global_keyprefix)
+    def _app(
+        self, broker_url: str, global_keyprefix: str, master_name: str | None = None
+    ) -> Celery:
+        key = (broker_url, global_keyprefix, master_name)
         with self._lock:
             app = self._apps.get(key)
             if app is None:
@@ -50,6 +54,9 @@ class CeleryControl:
                 options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
                 if global_keyprefix:
                     options["global_keyprefix"] = global_keyprefix
+                if master_name:
+                    # kombu's sentinel transport raises without it (issue #14, 8).
+                    options["master_name"] = master_name
                 app.conf.broker_transport_options = options
                 app.conf.broker_connection_retry_on_startup = False
                 app.conf.broker_connection_max_retries = 1
@@ -63,9 +70,10 @@ class CeleryControl:
         range_min: int,
         range_max: int,
         global_keyprefix: str = "",
+        master_name: str | None = None,
     ) -> RangeResult:
         started = time.monotonic()
-        app = self._app(broker_url, global_keyprefix)
+        app = self._app(broker_url, global_keyprefix, master_name)
         pending = sorted(set(hostnames))
         confirmed: dict[str, tuple[int, int]] = {}
         attempts = 0
