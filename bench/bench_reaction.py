@@ -52,7 +52,10 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reaction.md")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="celeriac-bench-") as tmp, running_redis() as redis:
+    with (
+        tempfile.TemporaryDirectory(prefix="celeriac-bench-") as tmp,
+        running_redis(extra_args=["--notify-keyspace-events", "Kl"]) as redis,
+    ):
         cluster = ControlPlane(state_dir=Path(tmp) / "cp")
         cluster.start()
         operator = OperatorProcess(

@@ -53,7 +53,20 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     if binary is None:
         raise ControlPlaneError("redis-server is not installed: `make setup` installs it")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        # Keyspace events on, as a broker owner would set them: the operator does not by default.
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(workdir),
+            "--notify-keyspace-events",
+            "Kl",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

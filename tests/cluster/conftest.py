@@ -57,5 +57,6 @@ def process_kubelet(cluster: ControlPlane) -> ProcessKubelet:
 @pytest.fixture(scope="module")
 def broker() -> Iterator[RedisServer]:
     """A real redis-server as the pools' broker, one per test module."""
-    with running_redis() as server:
+    # Keyspace events set by the broker's owner, as the operator no longer sets them itself.
+    with running_redis(extra_args=["--notify-keyspace-events", "Kl"]) as server:
         yield server

@@ -69,7 +69,7 @@ def test_the_standby_takes_over_when_the_active_operator_dies(
             }
         ),
     )
-    with running_redis() as redis:
+    with running_redis(extra_args=["--notify-keyspace-events", "Kl"]) as redis:
         cluster.kubectl(
             "-n", ns, "create", "secret", "generic", "broker", f"--from-literal=url={redis.url}"
         )

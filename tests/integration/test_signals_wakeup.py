@@ -38,7 +38,7 @@ def wakes() -> Wakes:
 
 @pytest.fixture
 def listener(wakes: Wakes) -> Iterator[WakeupListener]:
-    wakeup = WakeupListener(wakes, min_interval_s=0.5)
+    wakeup = WakeupListener(wakes, min_interval_s=0.5, configure_server=True)
     yield wakeup
     wakeup.close()
 
@@ -117,3 +117,22 @@ def test_without_config_set_events_enabled_by_the_operator_of_redis_still_wake(
     assert pools == ["ns/m"]
     refused = [r for r in caplog.records if "cannot enable keyspace notifications" in r.message]
     assert len(refused) == 1
+
+
+def test_a_shared_broker_is_not_reconfigured_unless_the_operator_may(
+    redis_server: RedisServer, wakes: Wakes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # CONFIG SET on a broker other applications share is opt-in (issue #14, 11).
+    wakeup = WakeupListener(wakes, min_interval_s=0.5)
+    try:
+        with caplog.at_level(logging.WARNING):
+            wakeup.update(
+                [PoolQuery(pool_id="ns/s", broker_url=redis_server.url, queues=("celery",))]
+            )
+            wait_for("the listener to subscribe", lambda: _subscribed(redis_server, "celery"), 5)
+        events = redis_server.client().config_get("notify-keyspace-events")
+        assert events == {"notify-keyspace-events": ""}
+        told = [r for r in caplog.records if "does not publish keyspace events" in r.message]
+        assert len(told) == 1
+    finally:
+        wakeup.close()

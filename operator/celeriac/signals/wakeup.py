@@ -3,10 +3,15 @@
 Redis: keyspace notifications (`notify-keyspace-events` with K and l) publish an event on
 `__keyspace@<db>__:<key>` for every LPUSH to a queue list. One listener thread per
 broker subscribes to the exact channels of the watched pools' queue keys, and calls
-back with the pool ids, at most once per `min_interval_s` per pool. When the server
-refuses CONFIG SET (managed Redis often does), the listener logs it once and the pools
-fall back to their polling interval. RabbitMQ pools (amqp://) are handed to
-`rabbitmq_wakeup`, which polls each broker once a second, under the same per-pool cap.
+back with the pool ids, at most once per `min_interval_s` per pool. RabbitMQ pools
+(amqp://) are handed to `rabbitmq_wakeup`, which polls each broker once a second, under the
+same per-pool cap.
+
+The listener changes the server's `notify-keyspace-events` only when asked to
+(`configure_server`): on a broker other applications share, CONFIG SET is the broker
+owner's decision (issue #14, 11). Otherwise, and when the server refuses CONFIG (managed
+Redis often does), events must be set in the server's own configuration; the listener
+says so once, and the pools fall back to their polling interval.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ HEALTH_CHECK_S = 5.0
 PUSH_EVENTS = {b"lpush", b"rpush", b"lpushx", b"rpushx"}
 
 
+def notifications_on(client: redis.Redis[bytes]) -> bool | None:
+    """Whether the server publishes list pushes (K and l, or A); None if CONFIG is refused."""
+    try:
+        current = str(client.config_get("notify-keyspace-events").get("notify-keyspace-events", ""))
+    except redis.ResponseError:
+        return None
+    return "K" in current and ("l" in current or "A" in current)
+
+
 def enable_notifications(client: redis.Redis[bytes]) -> bool:
     try:
         current = str(client.config_get("notify-keyspace-events").get("notify-keyspace-events", ""))
@@ -50,9 +64,15 @@ def enable_notifications(client: redis.Redis[bytes]) -> bool:
 
 class _ServerListener(threading.Thread):
     def __init__(
-        self, url: str, master_name: str | None, on_push: Callable[[list[str]], None]
+        self,
+        url: str,
+        master_name: str | None,
+        on_push: Callable[[list[str]], None],
+        configure_server: bool = False,
     ) -> None:
         super().__init__(name=f"celeriac-wakeup-{server_label(url)}", daemon=True)
+        self.configure_server = configure_server
+        self._told_off = False
         self.url = url
         self.master_name = master_name
         self.on_push = on_push
@@ -94,7 +114,16 @@ class _ServerListener(threading.Thread):
         client = connect(
             self.url, self.master_name, timeout_s=5.0, health_check_interval_s=HEALTH_CHECK_S
         )
-        enable_notifications(client)
+        if self.configure_server:
+            enable_notifications(client)
+        elif notifications_on(client) is False and not self._told_off:
+            self._told_off = True
+            log.warning(
+                "broker %s does not publish keyspace events (notify-keyspace-events K and l): "
+                "pools wake on their polling interval; set it on the server, or let the "
+                "operator set it (CELERIAC_WAKEUP_CONFIGURE_SERVER)",
+                server_label(self.url),
+            )
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             while not self._halt.is_set():
@@ -125,9 +154,15 @@ class _ServerListener(threading.Thread):
 
 
 class WakeupListener:
-    def __init__(self, callback: Callable[[list[str]], None], min_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        callback: Callable[[list[str]], None],
+        min_interval_s: float = 1.0,
+        configure_server: bool = False,
+    ) -> None:
         self.callback = callback
         self.min_interval_s = min_interval_s
+        self.configure_server = configure_server
         self._last: dict[str, float] = {}
         self._listeners: dict[tuple[str, str | None], _ServerListener] = {}
         self._rabbitmq: RabbitMQWakeup | None = None
@@ -171,7 +206,9 @@ class WakeupListener:
             for server, channels in per_server.items():
                 listener = self._listeners.get(server)
                 if listener is None:
-                    listener = _ServerListener(server[0], server[1], self._on_push)
+                    listener = _ServerListener(
+                        server[0], server[1], self._on_push, self.configure_server
+                    )
                     self._listeners[server] = listener
                     listener.set_channels(dict(channels))
                     listener.start()
