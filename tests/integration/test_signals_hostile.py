@@ -118,6 +118,26 @@ def test_where_scripts_are_refused_plain_reads_stay_within_the_byte_budget(
     assert growth[0] < 20, f"peak RSS rose {growth[0]:.0f} MB"
 
 
+def test_without_scripts_unacked_entries_too_large_are_skipped_and_counted_from_the_rest(
+    no_scripts_redis: tuple[RedisServer, str],
+) -> None:
+    server, url = no_scripts_redis
+    client = server.client()
+    for i in range(3):
+        small = [json.loads(envelope(100, "q1", NOW)), "", "q1"]
+        client.hset(kombu_keys.UNACKED, f"small-{i}", json.dumps(small))
+    big = [json.loads(envelope(10 * MB, "q2", NOW)), "", "q2"]
+    client.hset(kombu_keys.UNACKED, "big", json.dumps(big))
+    reader = BacklogReader(clock=lambda: NOW)
+    reader.read([query(url)])
+    with peak_rss_growth_mb() as growth:
+        got = reader.read([query(url)])["ns/big"]
+    assert got.queues is not None
+    # 3 of 4 entries read; the 4th (never read) is counted in proportion to those read.
+    assert sum(q.reserved for q in got.queues) == 4
+    assert growth[0] < 20, f"peak RSS rose {growth[0]:.0f} MB"
+
+
 def report(pod: str, **changes: object) -> bytes:
     doc: dict[str, object] = {
         "hostname": f"celery@{pod}",

@@ -6,9 +6,12 @@ Two ways, chosen per server by the reader:
   hash and per worker report hash (`server_script`): message bodies and oversized or
   surplus reports never leave Redis. One round trip.
 - plain, where the server refuses scripts (ACLs on managed Redis): a first pipeline asks
-  sizes (LLEN, HLEN, MEMORY USAGE), a second reads only what fits the per-tick byte
-  budget. What does not fit is reported unknown (an oldest age of None, an error for an
-  `unacked` hash or a report hash), never as zero. Two round trips.
+  sizes (LLEN, HLEN, MEMORY USAGE, up to MAX_UNACKED_READ `unacked` tags), a second reads
+  the lists' tails and reports that fit the per-tick byte budget, a third and fourth the
+  `unacked` entries' sizes (HSTRLEN) and those that fit (HMGET); counts of entries not
+  read are extrapolated from those read. A list whose messages do not fit has an oldest
+  age of None, a report hash that does not fit an error: unknown, never zero. Two to four
+  round trips.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ MAX_REPORTS_PER_POOL = 1024
 # Entries of an `unacked` hash read per tick, and the bytes Redis may copy reading them.
 MAX_UNACKED_READ = 20_000
 UNACKED_COPY_BUDGET_BYTES = 256 * 1024 * 1024
-# Without scripts: the most a tick may move from one server (MEMORY USAGE estimates).
+# Without scripts: the most a tick may move from one server (MEMORY USAGE estimates and
+# HSTRLEN of unacked entries, which are read whole: a body cannot be cut without a script).
 PLAIN_TICK_BUDGET_BYTES = 32 * 1024 * 1024
+MAX_UNACKED_ENTRY_BYTES = 1024 * 1024
+MAX_TAG_BYTES = 256  # kombu's delivery tags are UUIDs
 # Lists read per pool per tick (issue #14, 11): the CRD allows 256 queues x priority steps,
 # plus each queue's plain list when the steps omit 0.
 MAX_LISTS_PER_POOL = 256 + 32
@@ -161,7 +167,10 @@ def _sizes(
     for _, _, _, key in slots:
         pipe.llen(key)
         pipe.memory_usage(key)
-    for key in [kombu_keys.unacked_key(p) for p in prefixes] + report_keys:
+    for prefix in prefixes:
+        pipe.hlen(kombu_keys.unacked_key(prefix))
+        pipe.hrandfield(kombu_keys.unacked_key(prefix), MAX_UNACKED_READ)
+    for key in report_keys:
         pipe.hlen(key)
         pipe.memory_usage(key)
     return pipe.execute(raise_on_error=False)
@@ -189,20 +198,14 @@ def fetch_plain(
             if per_message <= MAX_MESSAGE_BYTES and budget.take(per_message * min(n, length)):
                 pipe.lrange(key, -n, -1)
                 asked.append(("tail", key))
+    tags: dict[str, list[bytes]] = {}
     for prefix in prefixes:
-        entries, usage = next(sizes), next(sizes)
-        if isinstance(entries, Exception):
-            out.unacked[prefix] = entries
-        elif entries == 0:
-            out.unacked[prefix] = UnackedCounts(0, 0)
-        elif entries <= MAX_UNACKED_READ and budget.take(usage):
-            pipe.hvals(kombu_keys.unacked_key(prefix))
-            asked.append(("unacked", prefix))
+        entries, sample = next(sizes), next(sizes)
+        if isinstance(entries, Exception) or isinstance(sample, Exception):
+            out.unacked[prefix] = entries if isinstance(entries, Exception) else sample
         else:
-            out.unacked[prefix] = ValueError(
-                f"{entries} unacked messages too large to read within the per-tick budget "
-                "without server-side scripts: allow EVALSHA for the operator"
-            )
+            out.unacked[prefix] = UnackedCounts(int(entries), 0)
+            tags[prefix] = [t for t in (sample or []) if len(t) <= MAX_TAG_BYTES]
     for q, key in zip(queries, report_keys, strict=True):
         fields, usage = next(sizes), next(sizes)
         if isinstance(fields, Exception):
@@ -220,7 +223,51 @@ def fetch_plain(
                 f"{fields} worker reports too large to read within the per-tick budget"
             )
     _read_asked(pipe, asked, out)
+    if any(tags.values()):
+        _read_unacked_plain(client, tags, budget, out)
+    for prefix, counted in out.unacked.items():
+        if isinstance(counted, UnackedCounts) and counted.total and not counted.read:
+            # Reading none of them would report zero reserved tasks: unknown instead.
+            out.unacked[prefix] = ValueError(
+                f"{counted.total} unacked messages, none small enough to read within the "
+                "per-tick budget without server-side scripts: allow EVALSHA for the operator"
+            )
     return out
+
+
+def _read_unacked_plain(
+    client: redis.Redis[bytes], tags: dict[str, list[bytes]], budget: _Budget, out: Readings
+) -> None:
+    """Entry sizes first (HSTRLEN), then the entries that fit the budget; counts scale up."""
+    sizes: Any = client.pipeline(transaction=False)  # redis-py's hstrlen has no annotations
+    for prefix, names in tags.items():
+        for tag in names:
+            sizes.hstrlen(kombu_keys.unacked_key(prefix), tag)
+    lengths = iter(sizes.execute(raise_on_error=False))
+    pipe = client.pipeline(transaction=False)
+    chosen: dict[str, list[bytes]] = {}
+    for prefix, names in tags.items():
+        chosen[prefix] = [
+            tag
+            for tag in names
+            if (size := next(lengths)) is not None
+            and size <= MAX_UNACKED_ENTRY_BYTES
+            and budget.take(size)
+        ]
+        if chosen[prefix]:
+            pipe.hmget(kombu_keys.unacked_key(prefix), chosen[prefix])
+    replies = iter(pipe.execute(raise_on_error=False))
+    out.round_trips += 2
+    for prefix, names in chosen.items():
+        if not names:
+            continue
+        reply = next(replies)
+        counted = out.unacked[prefix]
+        if isinstance(reply, Exception) or isinstance(counted, Exception):
+            out.unacked[prefix] = reply if isinstance(reply, Exception) else counted
+            continue
+        values = _count_plain([v for v in reply if v is not None])
+        out.unacked[prefix] = UnackedCounts(counted.total, values.read, values.by_key_eta)
 
 
 def _read_asked(pipe: Any, asked: list[tuple[str, str]], out: Readings) -> None:
