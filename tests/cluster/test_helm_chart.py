@@ -234,13 +234,30 @@ def test_network_policy_admits_only_metrics_and_health_and_lets_out_only_dns_api
     ]
 
 
+def aggregated(doc: dict[str, Any]) -> bool:
+    """A role for people (folded into admin/edit/view), not one the operator is bound to."""
+    labels = doc["metadata"].get("labels", {})
+    return any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels)
+
+
 def rbac_rules(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The rules of the roles the operator's ServiceAccount is bound to."""
     return [
         (f"{d['kind']}/{d['metadata'].get('namespace', '')}/{d['metadata']['name']}", rule)
         for d in docs
-        if d["kind"] in ("Role", "ClusterRole")
+        if d["kind"] in ("Role", "ClusterRole") and not aggregated(d)
         for rule in d["rules"]
     ]
+
+
+def test_pools_join_the_default_admin_edit_and_view_roles(helm: Helm) -> None:
+    roles = {d["metadata"]["name"]: d for d in helm.template() if aggregated(d)}
+    edit, view = roles["rel-celeriac-pools-edit"], roles["rel-celeriac-pools-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert "create" in edit["rules"][0]["verbs"]
+    assert view["rules"][0]["verbs"] == ["get", "list", "watch"]
 
 
 @pytest.mark.parametrize("name", VALUE_SETS.keys())
