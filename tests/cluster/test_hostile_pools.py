@@ -738,9 +738,9 @@ def test_operator_service_account_can_i_list(hostile: Hostile, tmp_path: Path) -
         for line in out.splitlines()[1:]
         if line.strip()
     }
-    assert verbs["pods"] == {"list", "patch"}
+    assert verbs["pods"] == {"list", "watch", "patch"}
     assert verbs["secrets"] == {"get"}
-    assert verbs["deployments.apps"] == {"get", "create", "patch"}
+    assert verbs["deployments.apps"] == {"list", "watch", "create", "patch"}
     assert verbs["celeryworkerpools.celeriac.dev"] == {"list", "watch", "patch"}
     assert verbs["celeryworkerpools.celeriac.dev/status"] == {"patch"}
     assert verbs["events"] == {"create"}

@@ -13,22 +13,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
+
+from celeriac.api.base import Model
 
 PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-
-class Model(BaseModel):
-    """camelCase on the wire, snake_case in Python, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-    )
 
 
 # Objects that cannot widen what a pod may do (probes, affinity, a volume source that is

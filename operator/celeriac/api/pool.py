@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from celeriac.api.pod_template import EnvVar, Model, PodTemplate
+from celeriac.api.base import Model
+from celeriac.api.pod_template import EnvVar, PodTemplate
 
 GROUP = "celeriac.dev"
 VERSION = "v1alpha1"

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
-from celeriac.api.pool import Model
+from celeriac.api.base import Model
 from celeriac.policy.model import PolicyMemory
 
 
