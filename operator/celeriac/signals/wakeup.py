@@ -120,8 +120,7 @@ class _ServerListener(threading.Thread):
             self._told_off = True
             log.warning(
                 "broker %s does not publish keyspace events (notify-keyspace-events K and l): "
-                "pools wake on their polling interval; set it on the server, or let the "
-                "operator set it (CELERIAC_WAKEUP_CONFIGURE_SERVER)",
+                "pools wake on their polling interval until it is set on the server",
                 server_label(self.url),
             )
         pubsub = client.pubsub(ignore_subscribe_messages=True)
