@@ -144,12 +144,10 @@ def test_a_well_formed_report_is_accepted() -> None:
         ("p99_task_seconds", float("inf")),  # raised OverflowError every tick
         ("mean_task_seconds", float("nan")),
         ("running", 1e9),  # jumped a pool from 2 to 500 pods
-        ("running", 5),  # more than processes and the range allow
         ("ts", 1e18),  # never went stale
         ("ts", float("inf")),
         ("cpu_percent", 1e12),
         ("reserved", 2**40),
-        ("range_min", 9),  # above range_max
         ("hostname", "x" * 400),
         ("pod", "p" * 300),
         ("processed_total", 2**60),
@@ -160,6 +158,15 @@ def test_a_report_out_of_bounds_is_refused(field: str, value: object) -> None:
     # json.dumps writes Infinity/NaN, as a forged report can.
     with pytest.raises(ValidationError):
         WorkerLoad.model_validate_json(json.dumps({**GOOD, field: value}))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("running", 5), ("range_min", 9)],  # more running than processes; min above max
+)
+def test_an_inconsistent_report_is_not_believed(field: str, value: int) -> None:
+    assert not WorkerLoad.model_validate({**GOOD, field: value}).consistent
+    assert WorkerLoad.model_validate(GOOD).consistent
 
 
 def _load(pod: str, hostname: str | None = None, ts: float = 1.0) -> WorkerLoad:
@@ -184,3 +191,10 @@ def test_script_replies_parse_into_counts_and_reports() -> None:
     assert unacked.by_key_eta == {("q", ""): 3, ("q", "2030-01-01T00:00:00"): 1}
     assert unacked.scale == 2.5
     assert server_script.parse_reports([500_000, b"a", b"{}", b"b"]) == (500_000, {b"a": b"{}"})
+
+
+def test_a_rabbitmq_url_is_labelled_without_its_credentials_or_vhost() -> None:
+    assert server_label(f"amqp://celery:{TOKEN}@rabbit:5672/{TOKEN}") == "amqp://rabbit:5672"
+    assert server_label(f"amqps://celery:{TOKEN}@rabbit/vh") == "amqps://rabbit:5671"
+    with pytest.raises(BrokerURLError, match="not a Redis broker URL"):
+        connect(f"amqp://celery:{TOKEN}@rabbit:5672//")

@@ -26,6 +26,8 @@ SENTINEL_SCHEME = "sentinel://"
 DEFAULT_SENTINEL_PORT = 26379
 DEFAULT_REDIS_PORT = 6379
 BROKER_SCHEMES = ("redis", "rediss", "sentinel")
+# Labels only: RabbitMQ URLs are read by `rabbitmq_api`, never connected to here.
+_LABEL_PORTS = {"amqp": 5672, "amqps": 5671, "pyamqp": 5672}
 NOT_A_BROKER_URL = "not a broker URL (expected redis://, rediss:// or sentinel://host:port)"
 # RFC 1123 names and IPv4/IPv6 literals: a host that is neither is not echoed back.
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$|^[0-9A-Fa-f:.]{2,45}$")
@@ -65,8 +67,10 @@ def _parse_part(part: str) -> tuple[str, str, int, int]:
         raise BrokerURLError(NOT_A_BROKER_URL) from None
     scheme = parsed.scheme.lower()
     host = parsed.hostname or ""
-    if scheme not in BROKER_SCHEMES or not _HOST.match(host):
+    if scheme not in (*BROKER_SCHEMES, *_LABEL_PORTS) or not _HOST.match(host):
         raise BrokerURLError(NOT_A_BROKER_URL)
+    if scheme in _LABEL_PORTS:  # the path is a vhost, not a database
+        return scheme, host, port or _LABEL_PORTS[scheme], 0
     db_text = parsed.path.strip("/")
     if db_text and not (db_text.isdecimal() and len(db_text) <= 5):
         raise BrokerURLError(f"{scheme}://{host}: the database is not a number")
@@ -167,6 +171,8 @@ def connect(
     is how a long-lived subscriber notices a peer that vanished without closing the socket.
     """
     address = parse_broker_url(url)
+    if address.scheme in _LABEL_PORTS:
+        raise BrokerURLError(f"{address.label}: not a Redis broker URL")
     # One attempt per call: the caller's next tick is the retry, so a dead broker costs a
     # tick `timeout_s`, not redis-py's default retries with backoff.
     extra: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}

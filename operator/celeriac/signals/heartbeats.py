@@ -37,7 +37,7 @@ from celery import Celery
 from celery.events.receiver import EventReceiver
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from celeriac.signals.connection import server_label
+from celeriac.signals.connection import redact, server_label
 from celeriac.signals.model import WorkerLoad
 from celeriac.signals.reader import PoolQuery
 
@@ -184,8 +184,10 @@ class _BrokerConsumer(threading.Thread):
                 self._consume(app)
             except Exception as exc:  # noqa: BLE001 (any transport's error: reconnect)
                 self.listening_since = None
-                self.error = f"{type(exc).__name__}: {exc}"
-                log.info("worker events from %s lost: %s", server_label(self.broker[0]), exc)
+                # The broker URL is a Secret's value; kombu's errors may quote parts of it.
+                detail = redact(str(exc), self.broker[0])
+                self.error = f"{type(exc).__name__}: {detail}"
+                log.info("worker events from %s lost: %s", server_label(self.broker[0]), detail)
                 self._halt.wait(1.0)
         app.close()
 

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from celeriac.signals import rabbitmq_api
+from celeriac.signals.connection import redact
 from celeriac.signals.model import PoolSignals, QueueBacklog, WorkerLoad
 from celeriac.signals.rabbitmq_api import Endpoint, QueueRow
 from celeriac.signals.rabbitmq_client import ManagementClient, ManagementError
@@ -72,7 +73,9 @@ class RabbitMQReader:
                 where = rabbitmq_api.endpoint(q.broker_url, q.management_url)
                 by_endpoint[(where, rabbitmq_api.vhost_of(q.broker_url))].append(q)
             except ValueError as exc:
-                out[q.pool_id] = self._failed(q, f"management endpoint unusable: {exc}", now)
+                # urlparse quotes the port text it could not read: part of a Secret's value.
+                detail = redact(redact(str(exc), q.broker_url), q.management_url or "")
+                out[q.pool_id] = self._failed(q, f"management endpoint unusable: {detail}", now)
         groups = list(by_endpoint.items())
         if len(groups) <= 1:
             for (where, vhost), group in groups:

@@ -339,7 +339,8 @@ class BacklogReader:
             except ValidationError:
                 log.debug("ignoring a malformed worker load report")
                 continue
-            if now - self.worker_stale_s <= load.ts <= now + WORKER_CLOCK_SKEW_S:
+            fresh = now - self.worker_stale_s <= load.ts <= now + WORKER_CLOCK_SKEW_S
+            if fresh and load.consistent:
                 workers.append(load)
         return sorted(workers, key=lambda w: w.hostname)
 
