@@ -740,7 +740,7 @@ def test_operator_service_account_can_i_list(hostile: Hostile, tmp_path: Path) -
     }
     assert verbs["pods"] == {"list", "watch", "patch"}
     assert verbs["secrets"] == {"get"}
-    assert verbs["deployments.apps"] == {"list", "watch", "create", "patch"}
+    assert verbs["deployments.apps"] == {"get", "list", "watch", "create", "patch"}
     assert verbs["celeryworkerpools.celeriac.dev"] == {"list", "watch", "patch"}
     assert verbs["celeryworkerpools.celeriac.dev/status"] == {"patch"}
     assert verbs["events"] == {"create"}
