@@ -400,14 +400,14 @@ def test_busy_pods_that_will_go_stop_consuming_and_resume_when_load_returns() ->
 
 def test_stopping_and_resuming_consumers_marks_only_the_pods_that_answered() -> None:
     from celeriac.controller.drain import ConsumerChange
-    from celeriac.controller.ranges import send_consumers
+    from celeriac.controller.ranges import BrokerAddress, send_consumers
     from tests.support.plan_world import REF
 
     class Control:
         def __init__(self) -> None:
             self.calls: list[tuple[list[str], tuple[str, ...], bool]] = []
 
-        def set_consuming(self, url, hosts, queues, consume, prefix=""):  # type: ignore[no-untyped-def]
+        def set_consuming(self, url, hosts, queues, consume, prefix="", master_name=None):  # type: ignore[no-untyped-def]
             self.calls.append((list(hosts), tuple(queues), consume))
             return [h for h in hosts if h != "celery@silent"]
 
@@ -416,7 +416,7 @@ def test_stopping_and_resuming_consumers_marks_only_the_pods_that_answered() -> 
     change = ConsumerChange(
         ("celery",), stop={"celery@a": "a", "celery@silent": "s"}, resume={"celery@b": "b"}
     )
-    events = send_consumers(REF, change, "redis://x", "", control, world)  # type: ignore[arg-type]
+    events = send_consumers(REF, change, BrokerAddress("redis://x"), control, world)  # type: ignore[arg-type]
     assert control.calls == [
         (["celery@a", "celery@silent"], ("celery",), False),
         (["celery@b"], ("celery",), True),

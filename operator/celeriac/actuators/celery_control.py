@@ -103,6 +103,7 @@ class CeleryControl:
         queues: Iterable[str],
         consume: bool,
         global_keyprefix: str = "",
+        master_name: str | None = None,
     ) -> list[str]:
         """Stop (or resume) consuming `queues` on these workers; returns those that answered.
 
@@ -110,7 +111,7 @@ class CeleryControl:
         then an idle pod the ReplicaSet removes first. Resuming covers a drain called off
         because load came back before the pod went.
         """
-        app = self._app(broker_url, global_keyprefix)
+        app = self._app(broker_url, global_keyprefix, master_name)
         hosts = sorted(set(hostnames))
         answered: set[str] = set()
         for queue in queues:

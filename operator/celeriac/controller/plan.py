@@ -21,6 +21,7 @@ from celeriac.controller.observation import Observation
 from celeriac.controller.status import TickOutcome, build_status, invalid_spec_status
 from celeriac.policy import decide as policy_decide
 from celeriac.policy.model import Decision, Mode, PolicyInput, Recommendation
+from celeriac.signals import worker_trust
 from celeriac.signals.model import PoolSignals
 
 # Numbers that move every tick (backlog, CPU, the policy's memory) reach the status at most
@@ -175,14 +176,14 @@ def _invalid_spec(obs: Observation, message: str) -> Plan:
 
 
 def trusted_signals(obs: Observation) -> PoolSignals | None:
-    """Worker reports count only for pods of this pool: anyone who can write to the broker
-    can publish a report, and a forged one must not move another pool's scale or ranking."""
+    """Worker reports count only for pods of this pool, one each, from the hostname the pod
+    runs as: anyone who can write to the broker can publish a report, and a forged one must
+    not move another pool's scale or ranking, nor steer control calls to another worker."""
     signals = obs.signals
     if signals is None or signals.workers is None:
         return signals
-    pods = {p.name for p in obs.pods}
-    workers = [w for w in signals.workers if w.pod in pods]
-    if len(workers) == len(signals.workers):
+    workers = worker_trust.from_pool_pods(signals.workers, {p.name for p in obs.pods})
+    if workers == signals.workers:
         return signals
     return signals.model_copy(update={"workers": workers})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from celeriac.actuators import render
@@ -51,18 +52,31 @@ def range_events(change: RangeChange, result: RangeResult) -> list[Event]:
     ]
 
 
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where a pool's workers listen for control: URL, key prefix, Sentinel master."""
+
+    url: str = field(repr=False)  # may carry a password
+    keyprefix: str = ""
+    master_name: str | None = None
+
+
 def send_range(
     ref: PoolRef,
     change: RangeChange,
-    broker_url: str,
-    keyprefix: str,
+    broker: BrokerAddress,
     control: CeleryControl,
     kube: PodAnnotator,
 ) -> list[Event]:
     """Blocking: apply, confirm, then record the range on each confirmed pod, where the
     worker reads it back (downward API) after a restart."""
     result = control.apply_range(
-        broker_url, list(change.workers), change.range_min, change.range_max, keyprefix
+        broker.url,
+        list(change.workers),
+        change.range_min,
+        change.range_max,
+        broker.keyprefix,
+        master_name=broker.master_name,
     )
     value = f"{change.range_min}-{change.range_max}"
     for hostname in result.confirmed:
@@ -75,8 +89,7 @@ def send_range(
 def send_consumers(
     ref: PoolRef,
     change: ConsumerChange,
-    broker_url: str,
-    keyprefix: str,
+    broker: BrokerAddress,
     control: CeleryControl,
     kube: PodAnnotator,
 ) -> list[Event]:
@@ -87,7 +100,12 @@ def send_consumers(
         if not workers:
             continue
         answered = control.set_consuming(
-            broker_url, list(workers), change.queues, consume, keyprefix
+            broker.url,
+            list(workers),
+            change.queues,
+            consume,
+            broker.keyprefix,
+            master_name=broker.master_name,
         )
         for hostname in answered:
             pod = workers.get(hostname)

@@ -41,7 +41,7 @@ from celeriac.controller.observation import (
 )
 from celeriac.controller.plan import Event, Plan, plan
 from celeriac.controller.pod_cpu import NamespaceCPU
-from celeriac.controller.ranges import ControlJobs, send_consumers, send_range
+from celeriac.controller.ranges import BrokerAddress, ControlJobs, send_consumers, send_range
 from celeriac.controller.scale_target import TargetRead, read_target
 from celeriac.controller.settings import OperatorSettings
 from celeriac.signals.model import PoolSignals
@@ -132,7 +132,9 @@ class Runtime:
         )
         if self.settings.wakeup:
             self.watcher = WakeupListener(
-                self._wake_threadsafe, min_interval_s=self.settings.min_reconcile_interval_s
+                self._wake_threadsafe,
+                min_interval_s=self.settings.min_reconcile_interval_s,
+                configure_server=self.settings.configure_broker_events,
             )
 
     async def stop(self) -> None:
@@ -317,15 +319,15 @@ class Runtime:
         def emit(event: Event) -> None:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
-        prefix = spec.broker.transport.global_keyprefix
+        transport = spec.broker.transport
+        broker = BrokerAddress(broker_url, transport.global_keyprefix, transport.master_name)
+        prefix = transport.global_keyprefix
         ranges, consumers = the_plan.ranges, the_plan.consumers
         if ranges is not None:
-            job = partial(send_range, ref, ranges, broker_url, prefix, self.control, self.kube)
+            job = partial(send_range, ref, ranges, broker, self.control, self.kube)
             self.jobs.start(ref.pool_id, "ranges", job, emit)
         if consumers is not None:
-            job = partial(
-                send_consumers, ref, consumers, broker_url, prefix, self.control, self.kube
-            )
+            job = partial(send_consumers, ref, consumers, broker, self.control, self.kube)
             self.jobs.start(ref.pool_id, "consumers", job, emit)
         if the_plan.probe:
             inspector = ActiveInspector(self.control)

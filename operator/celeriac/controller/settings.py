@@ -48,6 +48,12 @@ class OperatorSettings(BaseSettings):
     wakeup: bool = Field(
         default=True, description="React to new work within a second (Redis keyspace events)."
     )
+    configure_broker_events: bool = Field(
+        default=False,
+        description="Turn on Redis keyspace notifications (CONFIG SET notify-keyspace-events"
+        " Kl) on brokers that lack them. Off by default: a shared broker's configuration is"
+        " its owner's; without them, pools react on their polling interval.",
+    )
     min_reconcile_interval_s: float = Field(
         default=1.0,
         ge=0.1,
