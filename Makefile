@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CELERIAC_CACHE ?= $(HOME)/.cache/celeriac
 
-.PHONY: cluster-up cluster-down setup system-deps venv control-plane lint typecheck test test-unit test-integration test-cluster demo bench crds
+.PHONY: cluster-up cluster-down setup system-deps image-deps images venv control-plane lint typecheck test test-unit test-integration test-cluster demo bench crds
 
 setup: system-deps venv control-plane
 
@@ -18,6 +18,23 @@ system-deps:
 	  echo ">> apt-get install$$need"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need) >/dev/null; \
 	fi
+
+# Image building: mmdebstrap for the Debian-based Python base image (Docker Hub is not
+# reachable everywhere), buildah as the daemonless builder when neither a working docker
+# nor podman is present.
+image-deps:
+	@need=""; command -v mmdebstrap >/dev/null || need="$$need mmdebstrap"; \
+	if ! command -v podman >/dev/null && ! command -v buildah >/dev/null && ! docker info >/dev/null 2>&1; then \
+	  need="$$need buildah"; \
+	fi; \
+	if [ -n "$$need" ]; then \
+	  echo ">> apt-get install$$need"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need) >/dev/null; \
+	fi
+
+# The operator and worker images on the cached Debian base image (hack/build-images.sh).
+images: image-deps
+	@bash hack/build-images.sh
 
 $(VENV)/.installed: pyproject.toml worker-image/pyproject.toml devtools/pyproject.toml
 	python3 -m venv $(VENV)
