@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CELERIAC_CACHE ?= $(HOME)/.cache/celeriac
 
-.PHONY: cluster-up cluster-down setup system-deps image-deps images venv control-plane lint typecheck test test-unit test-integration test-cluster demo bench crds
+.PHONY: cluster-up cluster-down setup system-deps image-deps images venv control-plane ci-tools lint typecheck test test-unit test-integration test-cluster demo bench crds
 
-setup: system-deps venv control-plane
+setup: system-deps venv control-plane ci-tools
 
 # redis-server, rabbitmq-server and etcd-server come from Debian; the rest of the control plane is built from Go modules.
 system-deps:
@@ -47,6 +47,10 @@ venv: $(VENV)/.installed
 control-plane:
 	@bash hack/build-control-plane.sh >/dev/null
 
+# actionlint for tests/unit/test_release_workflow.py, built from its Go module into the cache.
+ci-tools:
+	@bash hack/build-actionlint.sh >/dev/null
+
 crds: venv
 	$(PY) -m celeriac crd --write
 
@@ -60,7 +64,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --config-file worker-image/pyproject.toml
 
-test-unit: venv
+test-unit: venv ci-tools
 	$(VENV)/bin/pytest tests/unit -q
 
 test-integration: setup
