@@ -125,6 +125,32 @@ def _remove_cgroups() -> None:
             ours.rmdir()
 
 
+def _remove_kube_chains() -> None:
+    """The KUBE-* chains the kubelet (KUBE-FIREWALL, canaries) and kube-proxy add, in every
+    table of both families: first the rules that jump to them, then the chains."""
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            listed = subprocess.run(
+                [tool, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
+            )
+            chains = []
+            for line in listed.stdout.splitlines():
+                words = line.split()
+                if words[:1] == ["-N"] and words[1].startswith("KUBE-"):
+                    chains.append(words[1])
+                elif words[:1] == ["-A"] and "-j" in words:
+                    target = words[words.index("-j") + 1]
+                    if target.startswith("KUBE-") and not words[1].startswith("KUBE-"):
+                        _iptables(tool, table, ["-D", *words[1:]])
+            for action in ("-F", "-X"):
+                for chain in chains:
+                    _iptables(tool, table, [action, chain])
+
+
+def _iptables(tool: str, table: str, args: list[str]) -> None:
+    subprocess.run([tool, "-w", "-t", table, *args], capture_output=True, check=False)
+
+
 def clean(root: Path, net: nodenet.NodeNetwork, bin_dir: Path) -> None:
     _recorded_processes(root)
     stop_pods(root)
@@ -135,6 +161,7 @@ def clean(root: Path, net: nodenet.NodeNetwork, bin_dir: Path) -> None:
     if kube_proxy.exists():
         # Removes the KUBE-* chains and rules of every mode kube-proxy knows.
         subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, timeout=60, check=False)
+    _remove_kube_chains()
     nodenet.teardown(net)
     if root.exists():
         shutil.rmtree(root, ignore_errors=True)

@@ -230,6 +230,8 @@ class RealNode:
                 "--kubelet-use-node-status-port",
                 "--kubelet-preferred-address-types=InternalIP",
                 "--metric-resolution=10s",
+                # Discovery (non-resource paths) of the group, for the same reason as the grant.
+                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/apis/metrics.k8s.io,/apis/metrics.k8s.io/v1beta1",
             ],
         )
         self.plane.kubectl(
@@ -254,6 +256,10 @@ class RealNode:
         self.plane.kubectl(
             "delete", "apiservice", "v1beta1.metrics.k8s.io", "--ignore-not-found", check=False
         )
+        for kind in ("clusterrolebinding", "clusterrole"):
+            self.plane.kubectl(
+                "delete", kind, ANONYMOUS_METRICS_READER, "--ignore-not-found", check=False
+            )
         for p in reversed(self.processes):
             if p.name != "containerd":
                 _terminate_group(p.popen.pid, p.popen, 10.0)
@@ -302,10 +308,47 @@ def _write_kubeconfig(path: Path, plane: ControlPlane, cert: Path, key: Path) ->
     path.write_text(yaml.safe_dump(config))
 
 
+# The local apiserver has no front-proxy client certificate (controlplane.py sets no
+# --proxy-client-cert-file), so requests it proxies to metrics-server arrive anonymous, after
+# the apiserver has authorized the real caller (e.g. the operator's RBAC on metrics.k8s.io).
+# metrics-server then asks whether system:anonymous may read metrics: this grant says yes.
+# Also lets any anonymous caller of the loopback apiserver read pod CPU; nothing else.
+ANONYMOUS_METRICS_READER = "celeriac-dev:anonymous-metrics-reader"
+
+
 def _metrics_api_objects(address: str, port: int) -> str:
     """A selector-less Service whose Endpoints point at metrics-server on the bridge address
-    (Endpoints may not be loopback), and the APIService the apiserver proxies through it."""
+    (Endpoints may not be loopback), the APIService the apiserver proxies through it, and the
+    grant above."""
+    rule = {
+        "apiGroups": ["metrics.k8s.io"],
+        "resources": ["pods", "nodes"],
+        "verbs": ["get", "list"],
+    }
     objects = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": ANONYMOUS_METRICS_READER},
+            "rules": [rule],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": ANONYMOUS_METRICS_READER},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": ANONYMOUS_METRICS_READER,
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": "system:anonymous",
+                }
+            ],
+        },
         {
             "apiVersion": "v1",
             "kind": "Service",
