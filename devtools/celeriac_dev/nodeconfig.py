@@ -99,6 +99,10 @@ state = "{paths.root / "containerd" / "state"}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # This machine kind withholds CAP_SYS_RESOURCE even from root, so no process may lower
+  # its oom_score_adj: the sandbox's -998 and a Guaranteed pod's -997 made runc's init fail
+  # ("can't get final child's PID from pipe: EOF"). Clamp to containerd's own score instead.
+  restrict_oom_score_adj = true
 
 [{cri}.containerd]
   snapshotter = "overlayfs"

@@ -4,9 +4,12 @@ Pods get addresses on a host bridge (CNI bridge + host-local, no masquerade); th
 the bridge's gateway address, so host services (Redis, the registry, metrics-server) listen
 there and pods reach them without leaving the machine. Everything else is dropped:
 
-- blackhole routes for the whole pod and Service ranges: a ClusterIP kube-proxy did not
-  translate, or a pod address no bridge holds (kwok's fake pods), goes nowhere instead of to
-  the default gateway;
+- blackhole routes for the whole pod range and kwok's fake pod range: a pod address no bridge
+  holds goes nowhere instead of to the default gateway;
+- the Service range routes onto the node bridge, which holds only pods: a ClusterIP kube-proxy
+  did not translate stays on the machine. Not a blackhole: for packets the host itself sends
+  (the apiserver proxying to metrics-server's ClusterIP) the route is looked up before
+  kube-proxy's OUTPUT DNAT, and a blackhole fails connect() with EINVAL right there;
 - one iptables chain in FORWARD that drops any packet from a pod not addressed to another pod
   (pod -> host traffic is INPUT, not FORWARD, and stays allowed);
 - pod DNS has no upstream resolver: the kubelet's resolv.conf names no nameserver.
@@ -45,7 +48,7 @@ class NodeNetwork:
         return str(next(ipaddress.ip_network(self.pod_subnet).hosts()))
 
     def blackholed(self) -> list[str]:
-        return [self.pod_range, self.service_range, self.fake_pod_range]
+        return [self.pod_range, self.fake_pod_range]
 
     def cni_conflist(self, ipam_dir: str) -> dict[str, Any]:
         subnet = {"subnet": self.pod_subnet, "gateway": self.gateway}
@@ -97,6 +100,7 @@ def apply(net: NodeNetwork) -> None:
     _run("ip", "link", "set", net.bridge, "up")
     for cidr in net.blackholed():
         _run("ip", "route", "add", "blackhole", cidr)
+    _run("ip", "route", "add", net.service_range, "dev", net.bridge)
     _run("iptables", "-w", "-N", EGRESS_CHAIN)
     for rule in net.egress_rules():
         _run("iptables", "-w", "-A", EGRESS_CHAIN, *rule)
@@ -111,4 +115,5 @@ def teardown(net: NodeNetwork) -> None:
     _run("iptables", "-w", "-X", EGRESS_CHAIN, check=False)
     for cidr in net.blackholed():
         _run("ip", "route", "del", "blackhole", cidr, check=False)
+    _run("ip", "route", "del", net.service_range, "dev", net.bridge, check=False)
     _run("ip", "link", "del", net.bridge, check=False)

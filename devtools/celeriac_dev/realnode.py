@@ -73,7 +73,8 @@ class RealNode:
         return nodeconfig.NodePaths(self.plane.state_dir / "realnode")
 
     def _spawn(self, name: str, argv: list[str]) -> Process:
-        log = self.paths.root / "logs" / f"{name}.log"
+        # Beside the control plane's logs: they outlive the node's state directory.
+        log = self.plane.state_dir / "logs" / f"node-{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             popen = subprocess.Popen(
@@ -102,7 +103,7 @@ class RealNode:
                 return
             time.sleep(0.2)
         raise RealNodeError(
-            f"{what} not ready within {timeout_s:.0f} s (logs in {self.paths.root / 'logs'})"
+            f"{what} not ready within {timeout_s:.0f} s (logs: {self.plane.state_dir / 'logs'}/node-*)"
         )
 
     # --- start ---------------------------------------------------------------
@@ -228,8 +229,10 @@ class RealNode:
                 f"--cert-dir={self.paths.root / 'metrics-server'}",
                 "--kubelet-insecure-tls",
                 "--kubelet-use-node-status-port",
+                # kwok's fake node has no kubelet to scrape.
+                f"--node-selector={nodeconfig.NODE_LABEL}=true",
                 "--kubelet-preferred-address-types=InternalIP",
-                "--metric-resolution=10s",
+                "--metric-resolution=15s",
                 # Discovery (non-resource paths) of the group, for the same reason as the grant.
                 "--authorization-always-allow-paths=/healthz,/readyz,/livez,/apis/metrics.k8s.io,/apis/metrics.k8s.io/v1beta1",
             ],
@@ -377,4 +380,4 @@ def _metrics_api_objects(address: str, port: int) -> str:
             },
         },
     ]
-    return "\n---\n".join(json.dumps(o) for o in objects)
+    return yaml.safe_dump_all(objects)

@@ -13,13 +13,15 @@ NET = NodeNetwork()
 PATHS = nodeconfig.NodePaths(Path("/state/realnode"))
 
 
-def test_every_range_a_cluster_packet_can_be_addressed_to_is_blackholed() -> None:
+def test_pod_ranges_are_blackholed_and_services_stay_on_the_bridge() -> None:
     holes = [ipaddress.ip_network(c) for c in NET.blackholed()]
     pods = ipaddress.ip_network(NET.pod_subnet)
     assert any(pods.subnet_of(h) for h in holes)
-    # The apiserver's --service-cluster-ip-range and kwok's --cidr in controlplane.py.
-    assert ipaddress.ip_network("10.96.0.0/16") in holes
+    # kwok's --cidr in controlplane.py: fake pod addresses nothing answers.
     assert ipaddress.ip_network("10.244.0.0/16") in holes
+    # The apiserver's --service-cluster-ip-range: routed onto the pods-only bridge instead.
+    assert NET.service_range == "10.96.0.0/16"
+    assert ipaddress.ip_network(NET.service_range) not in holes
 
 
 def test_pods_get_no_masquerade_and_only_pod_to_pod_forwarding() -> None:

@@ -35,7 +35,9 @@ def matrix() -> list[dict[str, str]]:
 def test_release_pushes_the_operator_image_the_chart_installs_by_default() -> None:
     names = [entry["name"] for entry in matrix()]
     assert names == ["operator", "worker"]
-    assert f"{image_prefix()}/operator" == VALUES["image"]["repository"] == "ghcr.io/celeriac/operator"
+    assert (
+        f"{image_prefix()}/operator" == VALUES["image"]["repository"] == "ghcr.io/celeriac/operator"
+    )
 
 
 def test_release_pushes_the_worker_image_the_example_pool_runs() -> None:
