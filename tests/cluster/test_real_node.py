@@ -217,11 +217,20 @@ def test_real_metrics_server_reports_a_busy_pod_above_half_a_core(
         usage = json.loads(out)["containers"][0]["usage"]["cpu"]
         return _cores(usage)
 
+    seen: list[float] = []
+
+    def busy() -> float:
+        seen.append(cpu_nanocores())
+        return seen[-1] if seen[-1] > 0.5 else 0.0
+
     cores = wait_for(
         "PodMetrics above 0.5 core",
-        lambda: cpu_nanocores() > 0.5 and cpu_nanocores(),
+        busy,
         timeout_s=90,
         every_s=2,
+        context=lambda: (
+            f"cores seen: {sorted(set(seen))}; node: {cluster.kubectl('get', '--raw', '/apis/metrics.k8s.io/v1beta1/nodes', check=False)}"
+        ),
     )
     assert 0.5 < cores <= 1.1
 
