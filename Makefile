@@ -4,16 +4,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CELERIAC_CACHE ?= $(HOME)/.cache/celeriac
 
-.PHONY: cluster-up cluster-down setup system-deps image-deps images venv control-plane ci-tools lint typecheck test test-unit test-integration test-cluster demo bench crds
+.PHONY: cluster-up cluster-down setup system-deps image-deps images venv control-plane node ci-tools lint typecheck test test-unit test-integration test-cluster demo bench crds
 
-setup: system-deps venv control-plane ci-tools
+setup: system-deps venv control-plane node ci-tools images
 
-# redis-server, rabbitmq-server and etcd-server come from Debian; the rest of the control plane is built from Go modules.
+# redis-server, rabbitmq-server, etcd-server and the real node's containerd, runc and CNI plugins come from Debian; the rest of the control plane is built from Go modules.
 system-deps:
 	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
 	command -v rabbitmq-server >/dev/null || need="$$need rabbitmq-server"; \
 	command -v etcd >/dev/null || need="$$need etcd-server"; \
 	command -v kubectl >/dev/null || need="$$need kubernetes-client"; \
+	command -v containerd >/dev/null || need="$$need containerd"; \
+	command -v runc >/dev/null || need="$$need runc"; \
+	[ -x /usr/lib/cni/bridge ] || need="$$need containernetworking-plugins"; \
+	command -v iptables >/dev/null || need="$$need iptables"; \
 	if [ -n "$$need" ]; then \
 	  echo ">> apt-get install$$need"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need) >/dev/null; \
@@ -46,6 +50,11 @@ venv: $(VENV)/.installed
 
 control-plane:
 	@bash hack/build-control-plane.sh >/dev/null
+
+# The real node's kubelet, kube-proxy, metrics-server, crane and pause (tests/cluster/test_real_node.py),
+# built from Go modules beside the control plane under their own stamp.
+node: control-plane
+	@bash hack/build-node.sh >/dev/null
 
 # actionlint for tests/unit/test_release_workflow.py, built from its Go module into the cache.
 ci-tools:
