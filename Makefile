@@ -4,20 +4,41 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CELERIAC_CACHE ?= $(HOME)/.cache/celeriac
 
-.PHONY: cluster-up cluster-down setup system-deps venv control-plane lint typecheck test test-unit test-integration test-cluster demo bench crds
+.PHONY: cluster-up cluster-down setup system-deps image-deps images venv control-plane node ci-tools lint typecheck test test-unit test-integration test-cluster demo bench crds
 
-setup: system-deps venv control-plane
+setup: system-deps venv control-plane node ci-tools images
 
-# redis-server, rabbitmq-server and etcd-server come from Debian; the rest of the control plane is built from Go modules.
+# redis-server, rabbitmq-server, etcd-server and the real node's containerd, runc and CNI plugins come from Debian; the rest of the control plane is built from Go modules.
 system-deps:
 	@need=""; command -v redis-server >/dev/null || need="$$need redis-server"; \
 	command -v rabbitmq-server >/dev/null || need="$$need rabbitmq-server"; \
 	command -v etcd >/dev/null || need="$$need etcd-server"; \
 	command -v kubectl >/dev/null || need="$$need kubernetes-client"; \
+	command -v containerd >/dev/null || need="$$need containerd"; \
+	command -v runc >/dev/null || need="$$need runc"; \
+	[ -x /usr/lib/cni/bridge ] || need="$$need containernetworking-plugins"; \
+	command -v iptables >/dev/null || need="$$need iptables"; \
 	if [ -n "$$need" ]; then \
 	  echo ">> apt-get install$$need"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need) >/dev/null; \
 	fi
+
+# Image building: mmdebstrap for the Debian-based Python base image (Docker Hub is not
+# reachable everywhere), buildah as the daemonless builder when neither a working docker
+# nor podman is present.
+image-deps:
+	@need=""; command -v mmdebstrap >/dev/null || need="$$need mmdebstrap"; \
+	if ! command -v podman >/dev/null && ! command -v buildah >/dev/null && ! docker info >/dev/null 2>&1; then \
+	  need="$$need buildah"; \
+	fi; \
+	if [ -n "$$need" ]; then \
+	  echo ">> apt-get install$$need"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need) >/dev/null; \
+	fi
+
+# The operator and worker images on the cached Debian base image (hack/build-images.sh).
+images: image-deps
+	@bash hack/build-images.sh
 
 $(VENV)/.installed: pyproject.toml worker-image/pyproject.toml devtools/pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +50,15 @@ venv: $(VENV)/.installed
 
 control-plane:
 	@bash hack/build-control-plane.sh >/dev/null
+
+# The real node's kubelet, kube-proxy, metrics-server, crane and pause (tests/cluster/test_real_node.py),
+# built from Go modules beside the control plane under their own stamp.
+node: control-plane
+	@bash hack/build-node.sh >/dev/null
+
+# actionlint for tests/unit/test_release_workflow.py, built from its Go module into the cache.
+ci-tools:
+	@bash hack/build-actionlint.sh >/dev/null
 
 crds: venv
 	$(PY) -m celeriac crd --write
@@ -43,7 +73,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --config-file worker-image/pyproject.toml
 
-test-unit: venv
+test-unit: venv ci-tools
 	$(VENV)/bin/pytest tests/unit -q
 
 test-integration: setup

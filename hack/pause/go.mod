@@ -1,0 +1,3 @@
+module celeriac.local/pause
+
+go 1.21
