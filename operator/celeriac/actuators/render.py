@@ -131,6 +131,20 @@ def merge_pod_template(base: dict[str, Any], override: dict[str, Any]) -> dict[s
     return out
 
 
+# The worker reads its last applied --autoscale range from here after a restart.
+PODINFO_VOLUME: dict[str, Any] = {
+    "name": "podinfo",
+    "downwardAPI": {
+        "items": [
+            {
+                "path": "autoscale-range",
+                "fieldRef": {"fieldPath": f"metadata.annotations['{RANGE_ANNOTATION}']"},
+            }
+        ]
+    },
+}
+
+
 def render_pod_template(
     pool_name: str, namespace: str, spec: CeleryWorkerPoolSpec
 ) -> dict[str, Any]:
@@ -151,22 +165,7 @@ def render_pod_template(
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "terminationGracePeriodSeconds": grace,
-        "volumes": [
-            {
-                # The worker reads its last applied --autoscale range from here after a restart.
-                "name": "podinfo",
-                "downwardAPI": {
-                    "items": [
-                        {
-                            "path": "autoscale-range",
-                            "fieldRef": {
-                                "fieldPath": f"metadata.annotations['{RANGE_ANNOTATION}']"
-                            },
-                        }
-                    ]
-                },
-            }
-        ],
+        "volumes": [copy.deepcopy(PODINFO_VOLUME)],
     }
     if template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)

@@ -299,6 +299,37 @@ class Simulation:
             busy_fraction=busy,
         )
 
+    def task_done(self, pod: Pod, task: Task, now: float) -> bool:
+        """A task finished; True when its pod was stopping and is now gone."""
+        pod.flush(now)
+        pod.running -= 1
+        pod.processed += 1
+        pod.service_done_s += task.service_s
+        self.completed += 1
+        self.service_done += task.service_s
+        if pod.stopping and pod.running == 0:
+            self.retire(pod, now)
+            return True
+        self.start_tasks(pod, now)
+        self.shrink_idle(pod, now)
+        self.offer(pod, now)
+        return False
+
+    def tick(self, now: float, done: bool, end: float) -> None:
+        """The policy's tick: it observes, decides, and the fleet follows."""
+        self.last_tick_s = now
+        self.wake_pending = False
+        for pod in self.pods.values():
+            self.shrink_idle(pod, now)
+        view = self.view(now)
+        self.apply(self.policy.decide(view), now)
+        live = [p for p in self.pods.values() if not p.stopping]
+        self.timeline.append(TimelinePoint(now, len(live), view.waiting, view.oldest_wait_s or 0.0))
+        # A policy that never serves the queue ends the run a day late, its tasks unserved.
+        if not (done and now >= end) and now < end + GIVE_UP_AFTER_S:
+            self.next_tick_s = now + self.policy.interval_s
+            self.push(self.next_tick_s, _TICK, self.tick_generation)
+
     def run(self) -> SimResult:
         tasks, cfg = self.tasks, self.cfg
         start = self.policy.initial_replicas
@@ -322,40 +353,15 @@ class Simulation:
                 continue
             now, kind, _, pod_id, task_id = heapq.heappop(self.events)
             if kind == _DONE:
-                pod = self.pods[pod_id]
-                task = tasks[task_id]
-                pod.flush(now)
-                pod.running -= 1
-                pod.processed += 1
-                pod.service_done_s += task.service_s
-                self.completed += 1
-                self.service_done += task.service_s
-                if pod.stopping and pod.running == 0:
-                    self.retire(pod, now)
+                if self.task_done(self.pods[pod_id], tasks[task_id], now):
                     continue
-                self.start_tasks(pod, now)
-                self.shrink_idle(pod, now)
-                self.offer(pod, now)
             elif kind == _READY:
                 pod_or_none = self.pods.get(pod_id)
                 if pod_or_none is not None and not pod_or_none.stopping:
                     self.offer(pod_or_none, now)
             elif pod_id == self.tick_generation:
-                self.last_tick_s = now
-                self.wake_pending = False
-                for pod in self.pods.values():
-                    self.shrink_idle(pod, now)
-                view = self.view(now)
-                self.apply(self.policy.decide(view), now)
-                live = [p for p in self.pods.values() if not p.stopping]
-                self.timeline.append(
-                    TimelinePoint(now, len(live), view.waiting, view.oldest_wait_s or 0.0)
-                )
                 done = next_task >= len(tasks) and self.completed == len(tasks)
-                # A policy that never serves the queue ends the run a day late, its tasks unserved.
-                if not (done and now >= end) and now < end + GIVE_UP_AFTER_S:
-                    self.next_tick_s = now + self.policy.interval_s
-                    self.push(self.next_tick_s, _TICK, self.tick_generation)
+                self.tick(now, done, end)
             self.dispatch(now)
         for pod in list(self.pods.values()):
             self.retire(pod, now)
