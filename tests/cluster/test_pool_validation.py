@@ -107,6 +107,11 @@ CASES = [
         with_spec("worker.logLevel", "LOUD"),
         'spec.worker.logLevel: Unsupported value: "LOUD"',
     ),
+    (
+        "name-too-long-for-its-labels",
+        {**VALID, "metadata": {"name": "p" * 56}},
+        "metadata.name must be at most 55 characters",
+    ),
 ]
 
 

@@ -448,3 +448,17 @@ def test_an_idle_settled_pool_writes_no_status_at_all() -> None:
         later = idle.model_copy(update={"observed_at": NOW + 60 * minute})
         world.tick(remembering, signals=later, now=NOW + 60 * minute)
     assert len(world.statuses) == 1
+
+
+def test_a_pool_name_too_long_for_its_labels_is_reported_not_rendered() -> None:
+    from dataclasses import replace
+
+    from celeriac.controller.plan import plan
+    from tests.support.plan_world import REF
+
+    world = World()
+    obs = replace(world.observe(SPEC, SIGNALS, NOW), ref=replace(REF, name="p" * 56))
+    got = plan(obs)
+    assert got.deployment is None
+    assert got.events[0].reason == "InvalidSpec"
+    assert "at most 55 characters" in got.events[0].message

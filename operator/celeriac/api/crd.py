@@ -163,6 +163,12 @@ def _status_schema() -> dict[str, Any]:
     return openapi_schema(status.CeleryWorkerPoolStatus)
 
 
+POOL_NAME_MESSAGE = (
+    f"metadata.name must be at most {pool.MAX_NAME_LENGTH} characters: it becomes the"
+    " celeriac.dev/pool label value and '<name>-workers' pod names (63-character limits)"
+)
+
+
 def render_crd() -> dict[str, Any]:
     spec_schema = openapi_schema(pool.CeleryWorkerPoolSpec)
     return {
@@ -199,6 +205,12 @@ def render_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "A pool of Celery workers that celeriac scales.",
                             "required": ["spec"],
+                            pool.CEL: [
+                                {
+                                    "rule": f"size(self.metadata.name) <= {pool.MAX_NAME_LENGTH}",
+                                    "message": POOL_NAME_MESSAGE,
+                                }
+                            ],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -28,6 +28,11 @@ CEL = "x-kubernetes-validations"
 MAX_QUEUE_LISTS = 256  # queues x priority steps, each a Redis list read every tick
 
 
+# A pool's name becomes a label value (at most 63 characters) and the prefix of its
+# Deployment's pod names ("<name>-workers-<hash>-<suffix>"): 55 leaves room for both.
+MAX_NAME_LENGTH = 55
+
+
 class SecretKeyRef(Model):
     name: Annotated[
         str,

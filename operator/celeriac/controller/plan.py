@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeriac.actuators import render
-from celeriac.api.pool import CeleryWorkerPoolSpec, ScaleTargetRef
+from celeriac.api.crd import POOL_NAME_MESSAGE
+from celeriac.api.pool import MAX_NAME_LENGTH, CeleryWorkerPoolSpec, ScaleTargetRef
 from celeriac.api.status import CeleryWorkerPoolStatus
 from celeriac.controller import attach
 from celeriac.controller.drain import ConsumerChange, Drained, drain
@@ -74,6 +75,9 @@ class Plan:
 def plan(obs: Observation, decide: Decide = policy_decide) -> Plan:
     if obs.spec is None:
         return _invalid_spec(obs, obs.spec_error or "invalid spec")
+    if len(obs.ref.name) > MAX_NAME_LENGTH:
+        # The CRD refuses these; a pool made under an older CRD is reported, not rendered.
+        return _invalid_spec(obs, POOL_NAME_MESSAGE)
     spec = obs.spec
     if spec.attached and (obs.deployment is None or obs.target_error is not None):
         return _target_unavailable(obs, obs.target_error or "scale target not read yet")
