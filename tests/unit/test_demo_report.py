@@ -91,3 +91,23 @@ def test_summary_names_both_lines_and_the_reaction(tmp_path: Path) -> None:
     png = tmp_path / "demo.png"
     plot(recording, keda, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_both_lines_pay_until_both_are_back_at_one_pod() -> None:
+    recording = Recording(
+        samples=[_sample(-1.0, 0, 1), _sample(0.0, 50, 1), _sample(10.0, 0, 4), _sample(20.0, 0, 1)]
+    )
+    got = measured_outcome(recording, horizon_s=100.0)
+    assert got.settled_after_s == 20.0
+    # 1 pod for 10 s, 4 for 10 s, then the 1 pod it ended with until the horizon.
+    assert got.pod_seconds == 10 + 40 + 80
+
+
+def test_keda_is_charged_for_its_scale_down_window() -> None:
+    recording = Recording(arrivals_s=[i * 0.05 for i in range(120)], service_s=1.0, startup_s=5.0)
+    run = keda_outcome(recording, concurrency=3, max_replicas=6, end_s=30.0)
+    assert run is not None
+    # KEDA's 300 s cooldown (and the HPA's window) keep its pods long after the drain.
+    assert run.outcome.settled_after_s is not None
+    assert run.outcome.settled_after_s >= 300
+    assert run.horizon_s >= run.outcome.settled_after_s
