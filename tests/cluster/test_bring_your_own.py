@@ -25,7 +25,9 @@ from tests.support.waiting import wait_for
 BURST = 80
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "celeriac"
 POLICY_ONLY = ("--kube-version", "1.32.0", "--show-only", "templates/scale-target-admission.yaml")
-CREATE = ("create", "-f", "-")
+# Server-side dry run: admission decides as for a real create, and nothing is stored, so a
+# create admitted before the policy loaded cannot turn every retry into AlreadyExists.
+CREATE = ("create", "--dry-run=server", "-f", "-")
 STOCK_APP = """
 import os
 import time
