@@ -21,6 +21,8 @@ from celeriac.controller.runtime import Runtime, tick_phase_s
 
 log = logging.getLogger(__name__)
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
+# A pool that keeps missing its interval says so at most this often (events are not free).
+FALLING_BEHIND_EVENT_EVERY_S = 300.0
 
 
 @kopf.on.startup()
@@ -93,6 +95,7 @@ async def pool_loop(
     pool_id = f"{namespace}/{name}"
     wake = runtime.wake_event(pool_id)
     due = time.time()
+    warned_at = 0.0
     try:
         while not stopped:
             started = time.monotonic()
@@ -102,6 +105,16 @@ async def pool_loop(
             if lateness > interval:
                 metrics.FALLING_BEHIND.labels(namespace or "", name).inc()
                 log.warning("%s ticked %.1f s late (interval %.1f s)", pool_id, lateness, interval)
+                if started - warned_at >= FALLING_BEHIND_EVENT_EVERY_S:
+                    warned_at = started
+                    kopf.event(
+                        body,
+                        type="Warning",
+                        reason="FallingBehind",
+                        message=f"ticked {lateness:.0f} s late (pollingIntervalSeconds "
+                        f"{interval:g}): the operator is overloaded; see "
+                        "celeriac_tick_lateness_seconds",
+                    )
             wake.clear()
             tick_started = time.time()
             await runtime.tick(body, deployments, pods)
