@@ -320,9 +320,17 @@ def test_metrics_endpoint_reports_decisions(
     [
         ("missing-key", {"other": "redis://127.0.0.1:6379/0"}, "has no key 'url'"),
         ("unreachable-broker", {"url": "redis://127.0.0.1:1/0"}, "ConnectionError"),
-        ("garbage-url", {"url": "not a url"}, "ValueError"),
+        (
+            "garbage-url",
+            {"url": "not a url"},
+            "not a broker URL (expected redis://, rediss:// or sentinel://host:port)",
+        ),
         ("sentinel-without-master", {"url": "sentinel://127.0.0.1:26379"}, "masterName"),
-        ("unresolvable-host", {"url": "redis://no-such-host.invalid:6379/0"}, "Error"),
+        (
+            "unresolvable-host",
+            {"url": "redis://no-such-host.invalid:6379/0"},
+            "no-such-host.invalid:6379",
+        ),
     ],
 )
 def test_a_broken_broker_is_reported_in_status_not_crashed_on(
