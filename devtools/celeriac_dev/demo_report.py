@@ -17,6 +17,8 @@ from celeriac.sim.engine import SimConfig, simulate
 from celeriac.sim.metrics import TimelinePoint
 from celeriac.sim.trace import Task
 
+KEDA_TAIL_S = 900.0
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -99,7 +101,9 @@ def measured_outcome(recording: Recording, horizon_s: float | None = None) -> Ou
     for) the pool stays at the size it ended with."""
     samples = [s for s in recording.samples if s.t >= 0]
     end = samples[-1].t if samples else 0.0
-    drained = next((s.t for s in samples if s.backlog == 0 and s.t > 1), None)
+    # Drained: empty again after the backlog showed up (the status may lag the burst).
+    rose = next((i for i, s in enumerate(samples) if (s.backlog or 0) > 0), None)
+    drained = None if rose is None else next((s.t for s in samples[rose:] if s.backlog == 0), None)
     pods = [(s.t, s.pods) for s in samples]
     idle = recording.samples[0].pods if recording.samples else 1
     return Outcome(
@@ -129,6 +133,9 @@ def keda_outcome(
         concurrency=concurrency,
         pod_startup_s=recording.startup_s or 20.0,
         max_replicas=max_replicas,
+        # Long enough for KEDA's 300 s cooldown to end after the last task: its tail is
+        # part of what it costs.
+        drain_tail_s=KEDA_TAIL_S,
     )
     result = simulate(tasks, KedaPolicy(concurrency), config)
     finished = [

@@ -111,3 +111,20 @@ def test_keda_is_charged_for_its_scale_down_window() -> None:
     assert run.outcome.settled_after_s is not None
     assert run.outcome.settled_after_s >= 300
     assert run.horizon_s >= run.outcome.settled_after_s
+
+
+def test_drained_means_empty_again_after_the_backlog_showed_up() -> None:
+    # The status still says 0 just after the burst: that is not "drained".
+    recording = Recording(
+        samples=[_sample(0.0, 0, 1), _sample(1.5, 0, 1), _sample(3.0, 120, 6), _sample(31.0, 0, 6)]
+    )
+    assert measured_outcome(recording).drained_after_s == 31.0
+
+
+def test_keda_runs_long_enough_to_come_back_down() -> None:
+    # The last task arrives at 6 s; KEDA's 300 s cooldown ends after the simulator's default
+    # 300 s tail would have.
+    recording = Recording(arrivals_s=[i * 0.05 for i in range(120)], service_s=2.0, startup_s=1.0)
+    run = keda_outcome(recording, concurrency=3, max_replicas=6, end_s=50.0)
+    assert run is not None
+    assert run.outcome.settled_after_s is not None
