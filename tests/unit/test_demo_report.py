@@ -122,9 +122,10 @@ def test_drained_means_empty_again_after_the_backlog_showed_up() -> None:
 
 
 def test_keda_runs_long_enough_to_come_back_down() -> None:
-    # The last task arrives at 6 s; KEDA's 300 s cooldown ends after the simulator's default
-    # 300 s tail would have.
-    recording = Recording(arrivals_s=[i * 0.05 for i in range(120)], service_s=2.0, startup_s=1.0)
+    # The demo's burst: 200 tasks of 2 s over 7 s. KEDA's 300 s cooldown runs from its last
+    # active poll (about 30 s in), past the simulator's default 300 s tail.
+    recording = Recording(arrivals_s=[i * 0.035 for i in range(200)], service_s=2.0, startup_s=1.0)
     run = keda_outcome(recording, concurrency=3, max_replicas=6, end_s=50.0)
     assert run is not None
-    assert run.outcome.settled_after_s is not None
+    assert run.outcome.settled_after_s == 330.0
+    assert run.outcome.pod_seconds > 6 * 300  # six pods held through the cooldown
