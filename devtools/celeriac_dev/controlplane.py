@@ -49,16 +49,23 @@ def find_binaries() -> Path:
         if not (path / "kube-apiserver").exists():
             raise ControlPlaneError(f"CELERIAC_K8S_BIN={path} has no kube-apiserver")
         return path
-    builds = sorted(
-        (stamp.parent for stamp in (cache_dir() / "bin").glob("k8s-*/.complete")),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not builds:
+    build = newest_build("k8s-*")
+    if build is None:
         raise ControlPlaneError(
             f"no control-plane build under {cache_dir() / 'bin'}: run `make setup` "
             "(hack/build-control-plane.sh builds it from Go modules, about 15 min the first time)"
         )
-    return builds[-1]
+    return build
+
+
+def newest_build(pattern: str) -> Path | None:
+    """The newest build directory under the cache's bin/ matching `pattern` whose build
+    finished (the build scripts write `.complete` last)."""
+    builds = sorted(
+        (stamp.parent for stamp in (cache_dir() / "bin").glob(f"{pattern}/.complete")),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return builds[-1] if builds else None
 
 
 def free_port() -> int:

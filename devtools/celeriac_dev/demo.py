@@ -26,7 +26,7 @@ from typing import Any
 
 from celeriac.actuators.render import deployment_name
 from celeriac.policy.model import PolicyMemory
-from celeriac_dev.controlplane import ControlPlane, ControlPlaneError, find_binaries
+from celeriac_dev.controlplane import ControlPlane, ControlPlaneError, find_binaries, free_port
 from celeriac_dev.demo_report import (
     Recording,
     ReplicaChange,
@@ -40,12 +40,6 @@ from celeriac_dev.kubelet import placement
 
 NAMESPACE = "celeriac-demo"
 POOL = "demo"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -100,7 +94,7 @@ def install_operator(cluster: ControlPlane, chart: Path) -> None:
         "nodeSelector": where["nodeSelector"],
         "tolerations": where["tolerations"],
         # Every pod on the process node shares the host's ports.
-        "ports": {"metrics": _free_port(), "health": _free_port()},
+        "ports": {"metrics": free_port(), "health": free_port()},
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(values, f)
@@ -393,7 +387,7 @@ def bring_up(
     started = time.monotonic()
     cluster.start()
     cluster.start_process_kubelet()
-    redis_port, api_port = _free_port(), _free_port()
+    redis_port, api_port = free_port(), free_port()
     redis_proc = start_redis(redis_port, workdir)
     broker_url = f"redis://127.0.0.1:{redis_port}/0"
     print(

@@ -25,7 +25,14 @@ from typing import IO
 import yaml
 
 from celeriac_dev import nodeconfig, nodenet, nodeteardown
-from celeriac_dev.controlplane import ControlPlane, Process, _terminate_group, cache_dir, free_port
+from celeriac_dev.controlplane import (
+    ControlPlane,
+    Process,
+    _terminate_group,
+    cache_dir,
+    free_port,
+    newest_build,
+)
 from celeriac_dev.nodecerts import issue_node_certs
 from celeriac_dev.registry import LocalRegistry
 
@@ -40,16 +47,13 @@ class RealNodeError(RuntimeError):
 
 def find_node_binaries() -> Path:
     """The newest complete build from hack/build-node.sh."""
-    builds = sorted(
-        (stamp.parent for stamp in (cache_dir() / "bin").glob("node-k8s-*/.complete")),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not builds:
+    build = newest_build("node-k8s-*")
+    if build is None:
         raise RealNodeError(
             f"no node build under {cache_dir() / 'bin'}: run `bash hack/build-node.sh` "
             "(kubelet, kube-proxy, metrics-server, crane from Go modules)"
         )
-    return builds[-1]
+    return build
 
 
 @dataclass(frozen=True)
